@@ -1,0 +1,1 @@
+//! In-memory `EventStore` and `NodeStore`.

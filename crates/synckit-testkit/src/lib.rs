@@ -1,0 +1,6 @@
+//! Test support for synckit: conformance suites every store and transport runs, and a
+//! deterministic multi-node simulation harness.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a panic is a failed test.
+
+pub mod store_suite;
+pub mod transport_suite;

@@ -1,0 +1,1 @@
+//! The store conformance suite: every `EventStore` and `NodeStore` backend runs it.

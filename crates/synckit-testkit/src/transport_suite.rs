@@ -1,0 +1,1 @@
+//! The transport conformance suite: every `Transport` runs it against a live hub.

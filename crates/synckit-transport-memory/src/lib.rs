@@ -1,0 +1,1 @@
+//! In-process hub and transport with fault injection.
