@@ -216,7 +216,11 @@ mod tests {
     fn retryable_follows_kind_unless_overridden() {
         assert!(Error::unavailable("down").is_retryable());
         assert!(!Error::invalid_input("bad").is_retryable());
-        assert!(!Error::unavailable("down").with_retryable(false).is_retryable());
+        assert!(
+            !Error::unavailable("down")
+                .with_retryable(false)
+                .is_retryable()
+        );
     }
 
     #[test]

@@ -179,6 +179,11 @@ impl EventBuilder {
         self.expect
     }
 
+    /// Whether an explicit id was set.
+    pub fn has_id(&self) -> bool {
+        self.id.is_some()
+    }
+
     /// Whether an origin was set.
     pub fn has_origin(&self) -> bool {
         self.origin.is_some()
@@ -247,11 +252,31 @@ mod tests {
     #[test]
     fn builder_validates() {
         assert!(base().build().is_ok());
-        assert!(Event::builder("", "a").origin("n").hlc(Hlc::default()).build().is_err());
-        assert!(Event::builder("K", "").origin("n").hlc(Hlc::default()).build().is_err());
-        assert!(Event::builder("K", "a").hlc(Hlc::default()).build().is_err());
+        assert!(
+            Event::builder("", "a")
+                .origin("n")
+                .hlc(Hlc::default())
+                .build()
+                .is_err()
+        );
+        assert!(
+            Event::builder("K", "")
+                .origin("n")
+                .hlc(Hlc::default())
+                .build()
+                .is_err()
+        );
+        assert!(
+            Event::builder("K", "a")
+                .hlc(Hlc::default())
+                .build()
+                .is_err()
+        );
         assert!(Event::builder("K", "a").origin("n").build().is_err());
-        assert_eq!(base().expected_version(3).build().unwrap().expected_version, Some(3));
+        assert_eq!(
+            base().expected_version(3).build().unwrap().expected_version,
+            Some(3)
+        );
         assert_eq!(base().unchecked().build().unwrap().expected_version, None);
     }
 

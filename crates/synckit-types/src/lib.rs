@@ -35,7 +35,7 @@ pub use resolve::{
 };
 pub use seq::{Seq, parse_u64};
 pub use store::{
-    AggregateHead, AuditQuery, AuditRecord, DynEventStore, DynNodeStore, EventStore,
+    AggregateHead, AuditQuery, AuditRecord, CommitSummary, DynEventStore, DynNodeStore, EventStore,
     EventStoreExt, NodeState, NodeStore, NodeStoreExt, NodeWrite, PendingEvent, ReviewEntry,
     ReviewId,
 };

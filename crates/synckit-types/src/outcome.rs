@@ -41,6 +41,8 @@ pub enum AppendOutcome {
         seq: Seq,
         /// Position within the aggregate.
         aggregate_version: u64,
+        /// Hub time of the append, milliseconds since the Unix epoch.
+        recorded_at: u64,
     },
     /// Already stored with the same content; nothing changed.
     Duplicate {
@@ -48,6 +50,8 @@ pub enum AppendOutcome {
         seq: Seq,
         /// Aggregate version of the stored original.
         aggregate_version: u64,
+        /// Hub time of the original append.
+        recorded_at: u64,
     },
     /// `expected_version` did not match; not stored.
     Conflict {

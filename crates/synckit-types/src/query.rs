@@ -113,7 +113,15 @@ mod tests {
     #[test]
     fn limits_are_checked() {
         assert!(ReadRequest::after(Seq::ZERO, 0).validate().is_err());
-        assert!(ReadRequest::after(Seq::ZERO, MAX_PAGE_SIZE + 1).validate().is_err());
-        assert!(ReadRequest::after(Seq::ZERO, MAX_PAGE_SIZE).validate().is_ok());
+        assert!(
+            ReadRequest::after(Seq::ZERO, MAX_PAGE_SIZE + 1)
+                .validate()
+                .is_err()
+        );
+        assert!(
+            ReadRequest::after(Seq::ZERO, MAX_PAGE_SIZE)
+                .validate()
+                .is_ok()
+        );
     }
 }

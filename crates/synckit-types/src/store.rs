@@ -23,8 +23,9 @@ use crate::seq::Seq;
 /// Append rules, per event in batch order (see DESIGN.md):
 /// 1. same id stored with the same content ([`Event::same_content`]): `duplicate`; with other
 ///    content: `rejected` with `id_conflict`;
-/// 2. `expected_version` given and not the aggregate's current version, or an earlier event of
-///    the same batch on the same aggregate was not stored: `conflict`;
+/// 2. an earlier event of the same batch on the same aggregate was not stored, or
+///    `expected_version` is given and is not the aggregate's current version: `conflict` (so a
+///    writer's events on one aggregate never overtake each other, checked or not);
 /// 3. otherwise `accepted` with the next `seq` and aggregate version.
 ///
 /// Readers never skip: once a read returned `next = N`, no event with `seq <= N` appears later.
@@ -186,6 +187,13 @@ impl NodeWrite {
     }
 }
 
+/// What a [`NodeStore::commit`] changed that the caller cannot know in advance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CommitSummary {
+    /// Events of `confirm` that were new to the confirmed log (the rest were already there).
+    pub newly_confirmed: u64,
+}
+
 /// A node's storage: confirmed events in hub order, the outbox, the pull cursor, node id and
 /// clock, the review queue and the audit trail, all changed together by [`NodeStore::commit`].
 #[async_trait]
@@ -194,7 +202,7 @@ pub trait NodeStore: Send + Sync + Debug + 'static {
     async fn state(&self) -> Result<NodeState>;
 
     /// Apply `write` atomically and durably: all of it or none of it.
-    async fn commit(&self, write: NodeWrite) -> Result<()>;
+    async fn commit(&self, write: NodeWrite) -> Result<CommitSummary>;
 
     /// Pending events with `ordinal > after`, in outbox order, at most `limit`.
     async fn pending(&self, after: u64, limit: usize) -> Result<Vec<PendingEvent>>;
@@ -254,7 +262,7 @@ macro_rules! forward_stores {
             async fn state(&self) -> Result<NodeState> {
                 (**self).state().await
             }
-            async fn commit(&self, write: NodeWrite) -> Result<()> {
+            async fn commit(&self, write: NodeWrite) -> Result<CommitSummary> {
                 (**self).commit(write).await
             }
             async fn pending(&self, after: u64, limit: usize) -> Result<Vec<PendingEvent>> {
