@@ -1,5 +1,6 @@
 //! The convergence property: random appends, sync orders, faults and restarts on 3 to 5 nodes
 //! end, after a quiet round, with invariants 1, 2, 3, 5 and 6 of DESIGN.md holding.
+#![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
 

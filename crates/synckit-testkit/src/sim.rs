@@ -8,7 +8,6 @@
 use std::collections::{HashMap, HashSet};
 use std::pin::pin;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
 use synckit_node::{Config, Node, RetryPolicy};
@@ -200,7 +199,7 @@ impl Sim {
                     let node = self.nodes[i].node.clone();
                     let mut sync = pin!(node.sync());
                     for _ in 0..polls {
-                        if let Poll::Ready(_) = futures::poll!(sync.as_mut()) {
+                        if futures::poll!(sync.as_mut()).is_ready() {
                             break;
                         }
                         tokio::time::advance(Duration::from_millis(1)).await;

@@ -148,7 +148,14 @@ pub struct AuditQuery {
 /// Everything one step of the node engine changes, applied atomically by [`NodeStore::commit`].
 ///
 /// Applied in this order: node id, clock, removals from the outbox, additions to the outbox,
-/// confirmed events (an event confirmed leaves the outbox), cursor, review queue, audit trail.
+/// confirmed events (an event confirmed leaves the outbox), cursor, review-queue additions, then
+/// removals, audit trail.
+///
+/// Every backend refuses, with nothing applied: a different node id, a cursor moving backwards,
+/// an id put in the outbox that is or becomes confirmed, removing an unknown review entry, a
+/// review or audit id that already exists, a different event at an already confirmed `seq`,
+/// and a confirmed event with `seq` or aggregate version 0. Stored events read back exactly as
+/// written, `expected_version` included.
 #[derive(Debug, Clone, Default)]
 pub struct NodeWrite {
     /// Assign the node id; an already different id is an error.
@@ -204,19 +211,19 @@ pub trait NodeStore: Send + Sync + Debug + 'static {
     /// Apply `write` atomically and durably: all of it or none of it.
     async fn commit(&self, write: NodeWrite) -> Result<CommitSummary>;
 
-    /// Pending events with `ordinal > after`, in outbox order, at most `limit`.
+    /// Pending events with `ordinal > after`, in outbox order, at most `limit` (0 gives none).
     async fn pending(&self, after: u64, limit: usize) -> Result<Vec<PendingEvent>>;
 
     /// Every pending event of one aggregate, in outbox order.
     async fn pending_for(&self, aggregate_id: &AggregateId) -> Result<Vec<PendingEvent>>;
 
-    /// Confirmed events with `seq > after`, in `seq` order, at most `limit`.
+    /// Confirmed events with `seq > after`, in `seq` order, at most `limit` (0 gives none).
     async fn confirmed(&self, after: Seq, limit: usize) -> Result<Vec<StoredEvent>>;
 
     /// Confirmed version and pending count of one aggregate.
     async fn aggregate_head(&self, aggregate_id: &AggregateId) -> Result<AggregateHead>;
 
-    /// Review-queue entries, oldest first, at most `limit`.
+    /// Review-queue entries, oldest first, at most `limit` (0 gives none).
     async fn reviews(&self, limit: usize) -> Result<Vec<ReviewEntry>>;
 
     /// One review-queue entry.
