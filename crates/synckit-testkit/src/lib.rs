@@ -2,5 +2,6 @@
 //! deterministic multi-node simulation harness.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a panic is a failed test.
 
+pub mod sim;
 pub mod store_suite;
 pub mod transport_suite;
