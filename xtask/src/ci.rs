@@ -1,10 +1,12 @@
 //! `cargo xtask ci`: every check CI runs, in order, stopping at the first failure.
 
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 
 use crate::{headers, layering, workspace};
 
@@ -72,7 +74,67 @@ pub fn run(root: &Path) -> Result<()> {
         STEPS.len(),
         elapsed(started.elapsed())
     );
+    // The plain closing line that CI reads to know tests ran.
+    println!(
+        "tests: {} passed, 0 failed",
+        TESTS_PASSED.load(Ordering::SeqCst)
+    );
     Ok(())
+}
+
+/// Tests passed in the tests step (nextest or libtest, plus doctests).
+static TESTS_PASSED: AtomicU64 = AtomicU64::new(0);
+
+/// Run a command, echoing its output as it comes, and return everything it printed.
+fn run_tee(mut command: Command) -> Result<String> {
+    println!("    $ {}", workspace::display(&command));
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("could not start {}", workspace::display(&command)))?;
+    let stderr = child.stderr.take().context("no stderr pipe")?;
+    let echo_err = std::thread::spawn(move || {
+        let mut seen = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("{line}");
+            seen.push_str(&line);
+            seen.push('\n');
+        }
+        seen
+    });
+    let mut seen = String::new();
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            println!("{line}");
+            seen.push_str(&line);
+            seen.push('\n');
+        }
+    }
+    std::io::stdout().flush().ok();
+    let status = child.wait()?;
+    seen.push_str(&echo_err.join().unwrap_or_default());
+    if !status.success() {
+        bail!("{} failed with {status}", workspace::display(&command));
+    }
+    Ok(seen)
+}
+
+/// Sum the passed tests of libtest (`test result: ok. N passed; ...`) and nextest
+/// (`Summary [...] N tests run: N passed`) closing lines.
+fn count_passed(output: &str) -> u64 {
+    output
+        .lines()
+        .filter(|line| line.contains("test result:") || line.contains("tests run:"))
+        .filter_map(|line| {
+            let before = line.split(" passed").next()?;
+            before
+                .rsplit(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
 }
 
 fn elapsed(duration: Duration) -> String {
@@ -120,25 +182,36 @@ fn clippy(root: &Path) -> Result<()> {
 /// Tests with cargo-nextest when it is installed (then doctests, which nextest does not run),
 /// otherwise with `cargo test`, which runs both.
 fn tests(root: &Path) -> Result<()> {
+    let mut runs = Vec::new();
     if nextest_available(root) {
-        run_cargo(
-            root,
-            &[
-                "nextest",
-                "run",
-                "--workspace",
-                "--all-features",
-                "--locked",
-            ],
-        )?;
-        run_cargo(
-            root,
-            &["test", "--doc", "--workspace", "--all-features", "--locked"],
-        )
+        runs.push(vec![
+            "nextest",
+            "run",
+            "--workspace",
+            "--all-features",
+            "--locked",
+        ]);
+        runs.push(vec![
+            "test",
+            "--doc",
+            "--workspace",
+            "--all-features",
+            "--locked",
+        ]);
     } else {
         println!("    (cargo-nextest not found; using cargo test)");
-        run_cargo(root, &["test", "--workspace", "--all-features", "--locked"])
+        runs.push(vec!["test", "--workspace", "--all-features", "--locked"]);
     }
+    for args in runs {
+        let mut command = workspace::cargo(root);
+        command.args(&args);
+        let output = run_tee(command)?;
+        TESTS_PASSED.fetch_add(count_passed(&output), Ordering::SeqCst);
+    }
+    if TESTS_PASSED.load(Ordering::SeqCst) == 0 {
+        bail!("the test runners reported no passed test");
+    }
+    Ok(())
 }
 
 fn nextest_available(root: &Path) -> bool {
@@ -188,4 +261,17 @@ fn quickstart(root: &Path) -> Result<()> {
         ],
     )
     .map_err(|e| e.context("the facade's quickstart example failed"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count_passed;
+
+    #[test]
+    fn counts_libtest_and_nextest_summaries() {
+        let out = "test result: ok. 12 passed; 0 failed; 0 ignored\n\
+                   Summary [   3.178s] 105 tests run: 105 passed, 0 skipped\n\
+                   test result: ok. 0 passed; 0 failed\nrandom line with 7 passed\n";
+        assert_eq!(count_passed(out), 117);
+    }
 }
