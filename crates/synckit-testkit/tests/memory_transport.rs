@@ -12,8 +12,8 @@ use synckit_store_memory::MemoryStore;
 use synckit_testkit::transport_suite::{self, TransportFixture, transport_suite};
 use synckit_transport_memory::{MemoryHub, MemoryTransport};
 use synckit_types::{
-    AppendOutcome, AppendReport, DynEventStore, ErrorKind, Event, EventStore, EventStoreExt,
-    Filter, Hlc, Page, ReadRequest, Result, Seq, Subscription, TenantId, Transport,
+    AppendOutcome, AppendReport, DynEventStore, Event, EventStoreExt, Filter, Hlc, Page,
+    ReadRequest, Result, Seq, Subscription, TenantId, Transport,
 };
 
 fn tenant(name: &str) -> TenantId {
@@ -55,43 +55,6 @@ fn hub_with_store() -> (DynEventStore, MemoryHub, MemoryTransport) {
     let hub = MemoryHub::new(store.clone());
     let transport = hub.transport(tenant("a"));
     (store, hub, transport)
-}
-
-#[tokio::test]
-async fn fail_next_never_reaches_the_store() {
-    let (store, _hub, t) = hub_with_store();
-    t.faults().fail_next(2);
-    for _ in 0..2 {
-        let error = t.push(&[event("e1")]).await.unwrap_err();
-        assert_eq!(error.kind(), ErrorKind::Unavailable);
-        assert!(error.is_retryable(), "{error}");
-    }
-    assert_eq!(store.head(&tenant("a")).await.unwrap(), Seq::ZERO);
-    assert!(store.read_all(&tenant("a")).await.unwrap().is_empty());
-    let report = t.push(&[event("e1")]).await.unwrap();
-    assert!(matches!(
-        report.results[0].outcome,
-        AppendOutcome::Accepted { .. }
-    ));
-    assert_eq!(t.faults().calls(), 3);
-}
-
-#[tokio::test]
-async fn a_lost_response_is_committed_and_the_retry_is_a_duplicate() {
-    let (store, _hub, t) = hub_with_store();
-    t.faults().lose_next_responses(1);
-    let error = t.push(&[event("e1")]).await.unwrap_err();
-    assert_eq!(error.kind(), ErrorKind::Unavailable);
-    assert!(error.is_retryable(), "{error}");
-    let stored = store.read_all(&tenant("a")).await.unwrap();
-    assert_eq!(stored.len(), 1, "the lost push was committed");
-
-    let retry = t.push(&[event("e1")]).await.unwrap();
-    match retry.results[0].outcome {
-        AppendOutcome::Duplicate { seq, .. } => assert_eq!(seq, stored[0].seq),
-        ref other => panic!("the retry must be a duplicate, got {other:?}"),
-    }
-    assert_eq!(store.read_all(&tenant("a")).await.unwrap().len(), 1);
 }
 
 #[tokio::test]
