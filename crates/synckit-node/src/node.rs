@@ -615,19 +615,28 @@ impl Node {
             session: inner.config.session.clone(),
         };
         for (aggregate, reported) in conflicts {
+            // The base cannot move while we fetch: appends only add after it, and only this
+            // (exclusive) sync run confirms or rebases pending events. So the hub is read
+            // without holding up appends, and the local side is read again under the lock.
+            let Some(base) = base_version(&inner.store.pending_for(&aggregate).await?) else {
+                continue;
+            };
+            let remote = self
+                .remote_events(&aggregate, base.unwrap_or(reported), token)
+                .await?;
             let _append = inner.append_lock.lock().await;
-            let pending = inner.store.pending_for(&aggregate).await?;
-            if pending.is_empty() {
+            let local: Vec<Event> = inner
+                .store
+                .pending_for(&aggregate)
+                .await?
+                .into_iter()
+                .map(|p| p.event)
+                .collect();
+            if local.is_empty() {
                 continue;
             }
-            let local: Vec<Event> = pending.into_iter().map(|p| p.event).collect();
-            let base = local
-                .iter()
-                .enumerate()
-                .find_map(|(i, e)| e.expected_version.map(|v| v.saturating_sub(i as u64)))
-                .unwrap_or(reported);
+            let base = base.unwrap_or(reported);
             let head = inner.store.aggregate_head(&aggregate).await?;
-            let remote = self.remote_events(&aggregate, base, token).await?;
             let current = reported
                 .max(head.confirmed_version)
                 .max(remote.last().map_or(0, |e| e.aggregate_version));
@@ -898,6 +907,20 @@ impl Node {
         info!(node = %self.inner.node_id, "node closed");
         self.inner.store.close().await
     }
+}
+
+/// The aggregate version the pending events were written against: `None` when there are no
+/// pending events, `Some(None)` when none of them carries an expected version.
+fn base_version(pending: &[synckit_types::PendingEvent]) -> Option<Option<u64>> {
+    if pending.is_empty() {
+        return None;
+    }
+    Some(
+        pending
+            .iter()
+            .enumerate()
+            .find_map(|(i, p)| p.event.expected_version.map(|v| v.saturating_sub(i as u64))),
+    )
 }
 
 async fn auto_sync_loop(inner: Weak<Inner>, interval: Duration, stop: CancellationToken) {
