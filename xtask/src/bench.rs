@@ -1,53 +1,58 @@
-//! `cargo xtask bench <name>`: the list of benchmarks and how each one runs.
+//! `cargo xtask bench <name> [--quick]`: runs a benchmark of `synckit-bench` in release mode.
 
 use anyhow::{Result, bail};
 
 use crate::workspace;
 
-/// One benchmark: a `[[bench]]` target of a workspace package.
+/// One benchmark of the `synckit-bench` binary.
 struct Bench {
-    /// The name given to `cargo xtask bench`.
+    /// The name given to `cargo xtask bench` and to `synckit-bench`.
     name: &'static str,
-    /// The package that holds the bench target.
-    package: &'static str,
-    /// The `[[bench]]` target name.
-    target: &'static str,
     /// One line on what it measures.
     about: &'static str,
 }
 
-/// Every benchmark; later work adds entries here and describes them in docs/BENCHMARKS.md.
-const BENCHES: &[Bench] = &[];
+/// Every benchmark; each is described in docs/BENCHMARKS.md.
+const BENCHES: &[Bench] = &[Bench {
+    name: "stores",
+    about: "append and scan throughput of each store beside its raw backend; page and head cost \
+            with a large log",
+}];
 
-/// Run the benchmark named by the single argument.
+/// Run the benchmark named by the first argument; `--quick` runs a small smoke version.
 pub fn run(args: &[String]) -> Result<()> {
-    let [name] = args else {
+    let Some(name) = args.first() else {
         bail!(
-            "usage: cargo xtask bench <name>; available: {}",
+            "usage: cargo xtask bench <name> [--quick]; available: {}",
             available()
         );
     };
     let Some(bench) = BENCHES.iter().find(|b| b.name == name) else {
-        bail!("no benchmark named {name} yet; available: {}", available());
+        bail!("no benchmark named {name}; available: {}", available());
     };
     println!("==> bench {}: {}", bench.name, bench.about);
     let root = workspace::root();
     let mut command = workspace::cargo(&root);
     command.args([
-        "bench",
+        "run",
+        "--release",
         "--locked",
         "--package",
-        bench.package,
-        "--bench",
-        bench.target,
+        "synckit-bench",
+        "--",
+        bench.name,
     ]);
+    command.args(&args[1..]);
+    if std::env::var_os("SYNCKIT_TEST_POSTGRES_URL").is_none() {
+        command.env(
+            "SYNCKIT_TEST_POSTGRES_URL",
+            "postgres://postgres@127.0.0.1:5432/test",
+        );
+    }
     workspace::run(&mut command)
 }
 
 fn available() -> String {
-    if BENCHES.is_empty() {
-        return "(none)".to_owned();
-    }
     BENCHES
         .iter()
         .map(|b| b.name)

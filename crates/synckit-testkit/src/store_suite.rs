@@ -1001,15 +1001,24 @@ pub async fn check_read_filters(store: DynEventStore) {
 
 /// Readers polling `after = last seen` while writers append never skip an event.
 pub async fn check_readers_never_skip(store: DynEventStore) {
-    const WRITERS: usize = 4;
-    const PER_WRITER: usize = 60;
+    check_readers_never_skip_across(vec![store]).await;
+}
+
+/// [`check_readers_never_skip`] with writers and readers spread over several instances of one
+/// store (for example two hubs over one database): 8 writers, 8 readers.
+pub async fn check_readers_never_skip_across(stores: Vec<DynEventStore>) {
+    assert!(!stores.is_empty(), "at least one store instance");
+    let pick = |i: usize| stores[i % stores.len()].clone();
+    let store = pick(0);
+    const WRITERS: usize = 8;
+    const PER_WRITER: usize = 40;
     const TOTAL: usize = WRITERS * PER_WRITER;
     let t = tenant("t1");
     let writers_done = Arc::new(AtomicUsize::new(0));
 
     let mut writers = Vec::new();
     for w in 0..WRITERS {
-        let (store, t, done) = (store.clone(), t.clone(), writers_done.clone());
+        let (store, t, done) = (pick(w), t.clone(), writers_done.clone());
         writers.push(tokio::spawn(async move {
             let mut seqs = Vec::new();
             let mut i = 0;
@@ -1031,8 +1040,8 @@ pub async fn check_readers_never_skip(store: DynEventStore) {
     }
 
     let mut readers = Vec::new();
-    for (r, limit) in [1usize, 3, 7].into_iter().enumerate() {
-        let (store, t, done) = (store.clone(), t.clone(), writers_done.clone());
+    for (r, limit) in [1usize, 2, 3, 5, 7, 11, 13, 50].into_iter().enumerate() {
+        let (store, t, done) = (pick(r + 1), t.clone(), writers_done.clone());
         readers.push(tokio::spawn(async move {
             let mut last = Seq::ZERO;
             let mut seen: Vec<String> = Vec::new();

@@ -1,0 +1,1 @@
+//! sled-backed EventStore and NodeStore for synckit: the embedded default.

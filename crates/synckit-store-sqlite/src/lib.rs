@@ -1,0 +1,1 @@
+//! SQLite-backed EventStore and NodeStore for synckit (rusqlite, bundled SQLite, WAL).
