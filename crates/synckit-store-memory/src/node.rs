@@ -94,13 +94,13 @@ impl NodeData {
     /// Validate `write` against the current state, following the order of application, so
     /// that [`NodeData::apply`] cannot fail.
     fn check(&self, write: &NodeWrite) -> Result<(), Error> {
-        if let (Some(new), Some(old)) = (&write.node_id, &self.node_id) {
-            if new != old {
-                return Err(Error::new(
-                    ErrorKind::Conflict,
-                    format!("node id is already {old}; it cannot change to {new}"),
-                ));
-            }
+        if let (Some(new), Some(old)) = (&write.node_id, &self.node_id)
+            && new != old
+        {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!("node id is already {old}; it cannot change to {new}"),
+            ));
         }
 
         // Outbox additions.
@@ -165,13 +165,13 @@ impl NodeData {
             confirm_seqs.insert(stored.seq, id);
         }
 
-        if let Some(cursor) = write.cursor {
-            if cursor < self.cursor {
-                return Err(Error::invalid_input(format!(
-                    "the pull cursor cannot move backwards from {} to {cursor}",
-                    self.cursor
-                )));
-            }
+        if let Some(cursor) = write.cursor
+            && cursor < self.cursor
+        {
+            return Err(Error::invalid_input(format!(
+                "the pull cursor cannot move backwards from {} to {cursor}",
+                self.cursor
+            )));
         }
 
         // Review queue: additions, then removals (which may remove an entry added just before).
