@@ -83,10 +83,10 @@ impl HubState {
                 }
             }
         }
-        if let Ok(mut shared) = self.hlc.lock() {
-            if hlc.last() > shared.last() {
-                *shared = hlc;
-            }
+        if let Ok(mut shared) = self.hlc.lock()
+            && hlc.last() > shared.last()
+        {
+            *shared = hlc;
         }
         let report = if events.is_empty() {
             synckit_types::AppendReport {
