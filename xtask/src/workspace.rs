@@ -96,10 +96,10 @@ fn package_name(manifest: &str) -> Option<String> {
         if !in_package {
             continue;
         }
-        if let Some((key, value)) = line.split_once('=') {
-            if key.trim() == "name" {
-                return Some(value.trim().trim_matches('"').to_owned());
-            }
+        if let Some((key, value)) = line.split_once('=')
+            && key.trim() == "name"
+        {
+            return Some(value.trim().trim_matches('"').to_owned());
         }
     }
     None

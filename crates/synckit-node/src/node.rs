@@ -371,10 +371,10 @@ impl Node {
     /// Cancel the sync that is running, if any. It stops at once; everything it stored so far
     /// is consistent, and the next sync finishes the work.
     pub fn cancel_sync(&self) {
-        if let Ok(current) = lock(&self.inner.current) {
-            if let Some(token) = current.as_ref() {
-                token.cancel();
-            }
+        if let Ok(current) = lock(&self.inner.current)
+            && let Some(token) = current.as_ref()
+        {
+            token.cancel();
         }
     }
 
