@@ -359,3 +359,51 @@ async fn a_node_reopens_with_its_identity_and_refuses_another() {
         ErrorKind::Config
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn watch_syncs_on_notification_and_recovers_when_the_stream_drops() {
+    let hub = TestHub::new();
+    let w = node(&hub, "w", 1_000).await;
+    let other = node(&hub, "o", 1_000).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut results = w.node.subscribe();
+    let watcher = tokio::spawn({
+        let n = w.node.clone();
+        let stop = stop.clone();
+        async move {
+            n.watch(stop, Duration::from_secs(1), Duration::from_secs(8))
+                .await
+        }
+    });
+    results.recv().await.unwrap(); // the catch-up sync when the stream opens
+
+    other.node.append(edit("a")).await.unwrap();
+    other.node.push().await.unwrap();
+    assert_eq!(
+        results.recv().await.unwrap().pulled,
+        1,
+        "synced on notification"
+    );
+
+    // The stream drops; the watcher polls and subscribes again, and still gets new events.
+    w.transport.faults().disconnect_subscriptions();
+    other.node.append(edit("b")).await.unwrap();
+    other.node.push().await.unwrap();
+    let mut pulled = 0;
+    for _ in 0..10 {
+        pulled += results.recv().await.unwrap().pulled;
+        if pulled == 1 {
+            break;
+        }
+    }
+    assert_eq!(pulled, 1);
+    assert_eq!(w.store.confirmed_all().await.unwrap(), hub.log().await);
+    stop.cancel();
+    watcher.await.unwrap().unwrap();
+    let err = w
+        .node
+        .watch(stop.clone(), Duration::ZERO, Duration::ZERO)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+}

@@ -27,4 +27,4 @@ mod report;
 
 pub use config::{Config, ConfigBuilder, MAX_BATCH_SIZE, RetryPolicy};
 pub use node::{Node, NodeBuilder, ReviewChoice};
-pub use report::{DecisionSummary, SyncOutcome, SyncResult, SyncState};
+pub use report::{DecisionSummary, SyncOutcome, SyncProgress, SyncResult, SyncState};

@@ -21,7 +21,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::plan::{self, ResolutionInputs};
-use crate::report::{DecisionSummary, SyncOutcome, SyncResult, SyncState};
+use crate::report::{DecisionSummary, SyncOutcome, SyncProgress, SyncResult, SyncState};
 
 /// Most remote events handed to a resolver per conflict (the newest are kept), so a long
 /// aggregate history cannot exhaust memory.
@@ -127,6 +127,7 @@ impl NodeBuilder {
                 append_lock: tokio::sync::Mutex::new(()),
                 sync_lock: tokio::sync::Mutex::new(()),
                 state: state_tx,
+                progress: watch::channel(SyncProgress::default()).0,
                 results: results_tx,
                 closed: AtomicBool::new(false),
                 shutdown: CancellationToken::new(),
@@ -161,6 +162,7 @@ struct Inner {
     /// Serializes sync runs.
     sync_lock: tokio::sync::Mutex<()>,
     state: watch::Sender<SyncState>,
+    progress: watch::Sender<SyncProgress>,
     results: broadcast::Sender<SyncResult>,
     closed: AtomicBool,
     /// Cancelled by `close` and when the last handle is dropped; parent of every run's token.
@@ -241,6 +243,20 @@ impl Node {
     /// Watch the sync engine's state change.
     pub fn watch_sync_state(&self) -> watch::Receiver<SyncState> {
         self.inner.state.subscribe()
+    }
+
+    /// Watch the progress of the running sync (for progress bars).
+    pub fn watch_progress(&self) -> watch::Receiver<SyncProgress> {
+        self.inner.progress.subscribe()
+    }
+
+    fn report_progress(&self, tally: &Tally) {
+        self.inner.progress.send_modify(|p| {
+            p.pushed = tally.pushed;
+            p.pulled = tally.pulled;
+            p.cursor = tally.cursor;
+            p.hub_head = tally.hub_head;
+        });
     }
 
     /// Receive the result of every later sync, push or pull, whatever its outcome. A receiver
@@ -390,10 +406,16 @@ impl Node {
         *lock(&self.inner.current)? = Some(token.clone());
         let started = Instant::now();
         let timeout = self.inner.config.sync_timeout;
+        let start = self.inner.store.state().await?;
         let mut tally = Tally {
-            cursor: self.inner.store.state().await?.cursor,
+            cursor: start.cursor,
             ..Tally::default()
         };
+        self.inner.progress.send_replace(SyncProgress {
+            pending_at_start: start.pending,
+            cursor: start.cursor,
+            ..SyncProgress::default()
+        });
         let outcome = tokio::select! {
             biased;
             _ = token.cancelled() => Err(Error::new(ErrorKind::Cancelled, "sync cancelled")),
@@ -518,6 +540,7 @@ impl Node {
             inner.store.commit(plan.write).await?;
             tally.pushed += plan.stored;
             tally.errors.extend(plan.rejections);
+            self.report_progress(tally);
             debug!(node = %inner.node_id, batch = batch.len(), stored = plan.stored, "pushed");
         }
     }
@@ -557,6 +580,7 @@ impl Node {
             tally.pulled += summary.newly_confirmed;
             cursor = page.next;
             tally.cursor = cursor;
+            self.report_progress(tally);
             debug!(node = %inner.node_id, %cursor, received = page.events.len(), "pulled");
             if !page.has_more {
                 return Ok(());
@@ -921,6 +945,65 @@ fn base_version(pending: &[synckit_types::PendingEvent]) -> Option<Option<u64>> 
             .enumerate()
             .find_map(|(i, p)| p.event.expected_version.map(|v| v.saturating_sub(i as u64))),
     )
+}
+
+impl Node {
+    /// Sync whenever the hub announces new events, until `stop` is cancelled or the node
+    /// closes. Subscribes to the hub's stream after the local cursor; each notification (a
+    /// burst counts once) runs a sync. While the stream is down it syncs by polling, waiting
+    /// `poll` and doubling up to `max_poll`, and tries to subscribe again each time.
+    pub async fn watch(
+        &self,
+        stop: CancellationToken,
+        poll: Duration,
+        max_poll: Duration,
+    ) -> Result<()> {
+        use futures::StreamExt;
+        if poll.is_zero() || max_poll < poll {
+            return Err(Error::config(
+                "watch: poll must be positive and at most max_poll",
+            ));
+        }
+        self.check_open()?;
+        let stop = stop.child_token();
+        let shutdown = self.inner.shutdown.clone();
+        let mut backoff = poll;
+        loop {
+            let cursor = self.inner.store.state().await?.cursor;
+            if let Ok(mut stream) = self.inner.transport.subscribe(cursor).await {
+                backoff = poll;
+                info!(node = %self.inner.node_id, %cursor, "watching the hub's stream");
+                let _ = self.sync().await;
+                loop {
+                    let item = tokio::select! {
+                        _ = stop.cancelled() => return Ok(()),
+                        _ = shutdown.cancelled() => return Ok(()),
+                        item = stream.next() => item,
+                    };
+                    match item {
+                        Some(Ok(event)) => {
+                            let local = self.inner.store.state().await?.cursor;
+                            if event.seq > local {
+                                let _ = self.sync().await;
+                            }
+                        }
+                        Some(Err(e)) => {
+                            warn!(node = %self.inner.node_id, error = %e, "hub stream down; polling");
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+            }
+            let _ = self.sync().await;
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(max_poll);
+        }
+    }
 }
 
 async fn auto_sync_loop(inner: Weak<Inner>, interval: Duration, stop: CancellationToken) {

@@ -85,3 +85,18 @@ pub struct SyncResult {
 fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
+
+/// Progress of the running sync, for progress bars. Reset when a run starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SyncProgress {
+    /// Pending events when the run started.
+    pub pending_at_start: u64,
+    /// Events pushed so far (now in the hub's log).
+    pub pushed: u64,
+    /// Events pulled so far (new to the local log).
+    pub pulled: u64,
+    /// The pull cursor.
+    pub cursor: Seq,
+    /// The hub's head as last seen.
+    pub hub_head: Option<Seq>,
+}
