@@ -2,7 +2,9 @@
 //!
 //! One backend type usually implements both. Every method that changes state is atomic and
 //! durable before it returns (as durable as the backend is), so dropping the future of a call
-//! (cancellation) or crashing leaves either all of its effects or none.
+//! (cancellation) or crashing leaves either all of its effects or none. A call whose future was
+//! dropped has finished, or never started, its effects before any later call on the store can
+//! observe them.
 
 use std::fmt::Debug;
 use std::sync::Arc;

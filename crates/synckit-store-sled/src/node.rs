@@ -1,0 +1,701 @@
+//! The node role over one sled tree: validated, atomic commits and the node's queries.
+//!
+//! A commit is checked against the tree first (mirroring the memory store's rules and order),
+//! then turned into one sled batch, so a refused write changes nothing and an accepted one is
+//! applied whole or, after a crash, not at all.
+
+use std::collections::{HashMap, HashSet};
+use std::ops::Bound;
+
+use sled::{Batch, Tree};
+use synckit_types::{
+    AggregateHead, AggregateId, AuditQuery, AuditRecord, CommitSummary, Error, ErrorKind, Event,
+    EventId, Hlc, NodeId, NodeState, NodeWrite, PendingEvent, ReviewEntry, Seq, StoredEvent,
+};
+
+use crate::codec::{
+    Key, NODE_AUDIT, NODE_AUDIT_AGGREGATE, NODE_AUDIT_ID, NODE_CONFIRMED, NODE_CONFIRMED_ID,
+    NODE_META, NODE_OUTBOX, NODE_OUTBOX_AGGREGATE, NODE_OUTBOX_ID, NODE_REVIEW, NODE_REVIEW_ID,
+    NODE_VERSION, decode_event, decode_json, decode_stored, encode_event, encode_json,
+    encode_stored, key_suffix_u64, read_u64, u64_bytes,
+};
+use crate::error::{corrupted, sled_error};
+
+type Result<T> = std::result::Result<T, Error>;
+
+/// Page size of an audit query with `limit: 0`.
+const DEFAULT_AUDIT_LIMIT: usize = 100;
+
+/// The node's small, always-needed state: one record, rewritten by every commit and kept in
+/// memory between commits.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct NodeMeta {
+    node_id: Option<NodeId>,
+    hlc: Hlc,
+    cursor: Seq,
+    /// The ordinal the next new pending event gets; ordinals are never reused.
+    next_ordinal: u64,
+    /// Insertion number of the next review entry.
+    next_review: u64,
+    /// Insertion number of the next audit record.
+    next_audit: u64,
+    /// Number of pending events.
+    pending: u64,
+    /// Number of review entries.
+    reviews: u64,
+    /// Highest confirmed `seq`.
+    confirmed_head: Seq,
+}
+
+impl Default for NodeMeta {
+    fn default() -> Self {
+        NodeMeta {
+            node_id: None,
+            hlc: Hlc::default(),
+            cursor: Seq::ZERO,
+            next_ordinal: 1,
+            next_review: 1,
+            next_audit: 1,
+            pending: 0,
+            reviews: 0,
+            confirmed_head: Seq::ZERO,
+        }
+    }
+}
+
+impl NodeMeta {
+    /// The node's state as the trait reports it.
+    pub(crate) fn state(&self) -> NodeState {
+        NodeState {
+            node_id: self.node_id.clone(),
+            hlc: self.hlc,
+            cursor: self.cursor,
+            pending: self.pending,
+            reviews: self.reviews,
+            confirmed_head: self.confirmed_head,
+        }
+    }
+}
+
+/// The stored meta record, or the defaults of a fresh node.
+pub(crate) fn load_meta(tree: &Tree) -> Result<NodeMeta> {
+    match tree
+        .get([NODE_META])
+        .map_err(|e| sled_error("loading the node state", e))?
+    {
+        None => Ok(NodeMeta::default()),
+        Some(bytes) => {
+            let meta: NodeMeta = decode_json(&bytes, &"the node state record")?;
+            // The confirmed head is also the last confirmed key: a cheap consistency check.
+            let last = match tree.scan_prefix([NODE_CONFIRMED]).next_back() {
+                None => Seq::ZERO,
+                Some(item) => {
+                    let (key, _) = item.map_err(|e| sled_error("checking the confirmed log", e))?;
+                    Seq(key_suffix_u64(&key, &"the confirmed log")?)
+                }
+            };
+            if last != meta.confirmed_head {
+                return Err(corrupted(format!(
+                    "the node state says the confirmed log ends at {}, but it ends at {last}",
+                    meta.confirmed_head
+                )));
+            }
+            Ok(meta)
+        }
+    }
+}
+
+fn get(tree: &Tree, key: &[u8], what: &str) -> Result<Option<sled::IVec>> {
+    tree.get(key).map_err(|e| sled_error(what, e))
+}
+
+fn confirmed_id_key(id: &EventId) -> Vec<u8> {
+    Key::new(NODE_CONFIRMED_ID)
+        .tail(id.as_str().as_bytes())
+        .into_vec()
+}
+
+fn confirmed_key(seq: Seq) -> Vec<u8> {
+    Key::new(NODE_CONFIRMED).num(seq.get()).into_vec()
+}
+
+fn outbox_id_key(id: &EventId) -> Vec<u8> {
+    Key::new(NODE_OUTBOX_ID)
+        .tail(id.as_str().as_bytes())
+        .into_vec()
+}
+
+fn outbox_key(ordinal: u64) -> Vec<u8> {
+    Key::new(NODE_OUTBOX).num(ordinal).into_vec()
+}
+
+fn outbox_aggregate_prefix(aggregate: &AggregateId) -> Result<Key> {
+    Key::new(NODE_OUTBOX_AGGREGATE).part(aggregate.as_str().as_bytes())
+}
+
+fn version_key(aggregate: &AggregateId) -> Vec<u8> {
+    Key::new(NODE_VERSION)
+        .tail(aggregate.as_str().as_bytes())
+        .into_vec()
+}
+
+fn review_id_key(id: &str) -> Vec<u8> {
+    Key::new(NODE_REVIEW_ID).tail(id.as_bytes()).into_vec()
+}
+
+fn review_key(number: u64) -> Vec<u8> {
+    Key::new(NODE_REVIEW).num(number).into_vec()
+}
+
+fn audit_id_key(id: &str) -> Vec<u8> {
+    Key::new(NODE_AUDIT_ID).tail(id.as_bytes()).into_vec()
+}
+
+fn audit_key(number: u64) -> Vec<u8> {
+    Key::new(NODE_AUDIT).num(number).into_vec()
+}
+
+fn audit_aggregate_prefix(aggregate: &AggregateId) -> Result<Key> {
+    Key::new(NODE_AUDIT_AGGREGATE).part(aggregate.as_str().as_bytes())
+}
+
+fn is_confirmed(tree: &Tree, id: &EventId) -> Result<bool> {
+    tree.contains_key(confirmed_id_key(id))
+        .map_err(|e| sled_error("looking up a confirmed id", e))
+}
+
+/// The ordinal and aggregate of a pending event, as stored.
+fn stored_pending(tree: &Tree, id: &EventId) -> Result<Option<(u64, AggregateId)>> {
+    let Some(value) = get(tree, &outbox_id_key(id), "looking up a pending id")? else {
+        return Ok(None);
+    };
+    let what = format_args!("outbox entry of {id}");
+    let ordinal = read_u64(&value, &what)?;
+    let aggregate = std::str::from_utf8(&value[8..])
+        .ok()
+        .and_then(|a| AggregateId::new(a).ok())
+        .ok_or_else(|| corrupted(format!("{what}: the aggregate id is malformed")))?;
+    Ok(Some((ordinal, aggregate)))
+}
+
+fn review_number(tree: &Tree, id: &str) -> Result<Option<u64>> {
+    get(tree, &review_id_key(id), "looking up a review id")?
+        .map(|v| read_u64(&v, &format_args!("review entry {id}")))
+        .transpose()
+}
+
+fn len_u64(len: usize) -> u64 {
+    u64::try_from(len).unwrap_or(u64::MAX)
+}
+
+/// Validate `write` against the stored state, in the order it would be applied, so that
+/// [`prepare_commit`] cannot fail on a rule. Mirrors the memory store's checks and error kinds.
+fn check(tree: &Tree, meta: &NodeMeta, write: &NodeWrite) -> Result<()> {
+    if let (Some(new), Some(old)) = (&write.node_id, &meta.node_id)
+        && new != old
+    {
+        return Err(Error::new(
+            ErrorKind::Conflict,
+            format!("node id is already {old}; it cannot change to {new}"),
+        ));
+    }
+
+    // Outbox additions.
+    let removed: HashSet<&EventId> = write.remove_pending.iter().collect();
+    let confirming: HashSet<&EventId> = write.confirm.iter().map(|e| &e.event.id).collect();
+    let mut new_pending: HashSet<&EventId> = HashSet::new();
+    for event in &write.put_pending {
+        event
+            .validate()
+            .map_err(|e| e.context(format!("pending event {}", event.id)))?;
+        if confirming.contains(&event.id) || is_confirmed(tree, &event.id)? {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!(
+                    "event {} is confirmed; it cannot go back to the outbox",
+                    event.id
+                ),
+            ));
+        }
+        let still_pending =
+            !removed.contains(&event.id) && stored_pending(tree, &event.id)?.is_some();
+        if !still_pending {
+            new_pending.insert(&event.id);
+        }
+    }
+    meta.next_ordinal
+        .checked_add(len_u64(new_pending.len()))
+        .ok_or_else(|| Error::new(ErrorKind::LimitExceeded, "outbox ordinals exhausted"))?;
+
+    // Confirmed events: the ones that will be recorded must not clash on `seq`.
+    let mut confirm_ids: HashSet<&EventId> = HashSet::new();
+    let mut confirm_seqs: HashMap<Seq, &EventId> = HashMap::new();
+    for stored in &write.confirm {
+        let id = &stored.event.id;
+        stored
+            .event
+            .validate()
+            .map_err(|e| e.context(format!("confirmed event {id}")))?;
+        if stored.seq == Seq::ZERO || stored.aggregate_version == 0 {
+            return Err(Error::invalid_input(format!(
+                "confirmed event {id} has seq {} and aggregate version {}; both start at 1",
+                stored.seq, stored.aggregate_version
+            )));
+        }
+        if !confirm_ids.insert(id) || is_confirmed(tree, id)? {
+            continue; // skipped when applied
+        }
+        let holder = match get(
+            tree,
+            &confirmed_key(stored.seq),
+            "reading the confirmed log",
+        )? {
+            Some(bytes) => {
+                let what = format_args!("confirmed event at seq {}", stored.seq);
+                Some(decode_stored(stored.seq, &bytes, &what)?.event.id)
+            }
+            None => confirm_seqs.get(&stored.seq).map(|id| (*id).clone()),
+        };
+        if let Some(holder) = holder {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!(
+                    "cannot confirm event {id} at seq {}: event {holder} is already there",
+                    stored.seq
+                ),
+            ));
+        }
+        confirm_seqs.insert(stored.seq, id);
+    }
+
+    if let Some(cursor) = write.cursor
+        && cursor < meta.cursor
+    {
+        return Err(Error::invalid_input(format!(
+            "the pull cursor cannot move backwards from {} to {cursor}",
+            meta.cursor
+        )));
+    }
+
+    // Review queue: additions, then removals (which may remove an entry added just before).
+    let mut new_reviews: HashSet<&str> = HashSet::new();
+    for entry in &write.put_reviews {
+        if entry.id.is_empty() {
+            return Err(Error::invalid_input("review entry id must not be empty"));
+        }
+        if !new_reviews.insert(&entry.id) || review_number(tree, &entry.id)?.is_some() {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!("review entry {} already exists", entry.id),
+            ));
+        }
+    }
+    meta.next_review
+        .checked_add(len_u64(new_reviews.len()))
+        .ok_or_else(|| Error::new(ErrorKind::LimitExceeded, "review numbers exhausted"))?;
+    let mut removed_reviews: HashSet<&str> = HashSet::new();
+    for id in &write.remove_reviews {
+        let exists = new_reviews.contains(id.as_str()) || review_number(tree, id)?.is_some();
+        if !exists || !removed_reviews.insert(id) {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("review entry {id} is not in the review queue"),
+            ));
+        }
+    }
+
+    let mut new_audit: HashSet<&str> = HashSet::new();
+    for record in &write.audit {
+        if record.id.is_empty() {
+            return Err(Error::invalid_input("audit record id must not be empty"));
+        }
+        let exists = tree
+            .contains_key(audit_id_key(&record.id))
+            .map_err(|e| sled_error("looking up an audit id", e))?;
+        if exists || !new_audit.insert(&record.id) {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!("audit record {} already exists", record.id),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The batch under construction, with the state it changes as seen so far.
+struct Tx<'a> {
+    tree: &'a Tree,
+    batch: Batch,
+    meta: NodeMeta,
+    /// Outbox changes of this write: `Some` pending at (ordinal, aggregate), `None` removed.
+    outbox: HashMap<EventId, Option<(u64, AggregateId)>>,
+    confirmed: HashSet<EventId>,
+    versions: HashMap<AggregateId, u64>,
+    reviews: HashMap<String, Option<u64>>,
+}
+
+impl Tx<'_> {
+    fn pending_of(&self, id: &EventId) -> Result<Option<(u64, AggregateId)>> {
+        match self.outbox.get(id) {
+            Some(entry) => Ok(entry.clone()),
+            None => stored_pending(self.tree, id),
+        }
+    }
+
+    fn remove_pending(&mut self, id: &EventId) -> Result<()> {
+        let Some((ordinal, aggregate)) = self.pending_of(id)? else {
+            return Ok(());
+        };
+        self.batch.remove(outbox_key(ordinal));
+        self.batch.remove(outbox_id_key(id));
+        self.batch
+            .remove(outbox_aggregate_prefix(&aggregate)?.num(ordinal).into_vec());
+        self.outbox.insert(id.clone(), None);
+        self.meta.pending = self.meta.pending.saturating_sub(1);
+        Ok(())
+    }
+
+    fn put_pending(&mut self, event: &Event) -> Result<()> {
+        let ordinal = match self.pending_of(&event.id)? {
+            Some((ordinal, old_aggregate)) => {
+                if old_aggregate != event.aggregate_id {
+                    self.batch.remove(
+                        outbox_aggregate_prefix(&old_aggregate)?
+                            .num(ordinal)
+                            .into_vec(),
+                    );
+                }
+                ordinal
+            }
+            None => {
+                let ordinal = self.meta.next_ordinal;
+                self.meta.next_ordinal = ordinal.saturating_add(1);
+                self.meta.pending = self.meta.pending.saturating_add(1);
+                ordinal
+            }
+        };
+        self.batch.insert(outbox_key(ordinal), encode_event(event)?);
+        let mut id_value = Vec::with_capacity(8 + event.aggregate_id.as_str().len());
+        id_value.extend_from_slice(&u64_bytes(ordinal));
+        id_value.extend_from_slice(event.aggregate_id.as_str().as_bytes());
+        self.batch.insert(outbox_id_key(&event.id), id_value);
+        self.batch.insert(
+            outbox_aggregate_prefix(&event.aggregate_id)?
+                .num(ordinal)
+                .into_vec(),
+            &[][..],
+        );
+        self.outbox.insert(
+            event.id.clone(),
+            Some((ordinal, event.aggregate_id.clone())),
+        );
+        Ok(())
+    }
+
+    fn confirmed_version(&self, aggregate: &AggregateId) -> Result<u64> {
+        if let Some(&v) = self.versions.get(aggregate) {
+            return Ok(v);
+        }
+        get(
+            self.tree,
+            &version_key(aggregate),
+            "reading a confirmed version",
+        )?
+        .map_or(Ok(0), |v| {
+            read_u64(&v, &format_args!("confirmed version of {aggregate}"))
+        })
+    }
+
+    fn confirm(&mut self, stored: &StoredEvent) -> Result<bool> {
+        let id = &stored.event.id;
+        if self.confirmed.contains(id) || is_confirmed(self.tree, id)? {
+            return Ok(false);
+        }
+        self.remove_pending(id)?;
+        let aggregate = &stored.event.aggregate_id;
+        let version = self
+            .confirmed_version(aggregate)?
+            .max(stored.aggregate_version);
+        self.versions.insert(aggregate.clone(), version);
+        self.batch
+            .insert(version_key(aggregate), &u64_bytes(version)[..]);
+        self.batch.insert(
+            confirmed_key(stored.seq),
+            encode_stored(&stored.event, stored.aggregate_version, stored.recorded_at)?,
+        );
+        self.batch
+            .insert(confirmed_id_key(id), &u64_bytes(stored.seq.get())[..]);
+        self.confirmed.insert(id.clone());
+        self.meta.confirmed_head = self.meta.confirmed_head.max(stored.seq);
+        Ok(true)
+    }
+
+    fn put_review(&mut self, entry: &ReviewEntry) -> Result<()> {
+        let number = self.meta.next_review;
+        self.meta.next_review = number.saturating_add(1);
+        self.meta.reviews = self.meta.reviews.saturating_add(1);
+        self.batch
+            .insert(review_key(number), encode_json(entry, "a review entry")?);
+        self.batch
+            .insert(review_id_key(&entry.id), &u64_bytes(number)[..]);
+        self.reviews.insert(entry.id.clone(), Some(number));
+        Ok(())
+    }
+
+    fn remove_review(&mut self, id: &str) -> Result<()> {
+        let number = match self.reviews.get(id) {
+            Some(entry) => *entry,
+            None => review_number(self.tree, id)?,
+        };
+        if let Some(number) = number {
+            self.batch.remove(review_key(number));
+            self.batch.remove(review_id_key(id));
+            self.meta.reviews = self.meta.reviews.saturating_sub(1);
+            self.reviews.insert(id.to_owned(), None);
+        }
+        Ok(())
+    }
+
+    fn put_audit(&mut self, record: &AuditRecord) -> Result<()> {
+        let number = self.meta.next_audit;
+        self.meta.next_audit = number.saturating_add(1);
+        self.batch
+            .insert(audit_key(number), encode_json(record, "an audit record")?);
+        self.batch
+            .insert(audit_id_key(&record.id), &u64_bytes(number)[..]);
+        self.batch.insert(
+            audit_aggregate_prefix(&record.conflict.aggregate_id)?
+                .num(number)
+                .into_vec(),
+            &[][..],
+        );
+        Ok(())
+    }
+}
+
+/// A checked write turned into one batch, and the meta it leaves behind.
+pub(crate) struct PreparedCommit {
+    /// The writes, including the new meta record.
+    pub(crate) batch: Batch,
+    /// The meta after the commit, to keep in memory once the batch is durable.
+    pub(crate) meta: NodeMeta,
+    /// What the caller is told.
+    pub(crate) summary: CommitSummary,
+}
+
+/// Check `write` and build its batch, in the documented order of application.
+pub(crate) fn prepare_commit(
+    tree: &Tree,
+    meta: &NodeMeta,
+    write: &NodeWrite,
+) -> Result<PreparedCommit> {
+    check(tree, meta, write)?;
+    let mut tx = Tx {
+        tree,
+        batch: Batch::default(),
+        meta: meta.clone(),
+        outbox: HashMap::new(),
+        confirmed: HashSet::new(),
+        versions: HashMap::new(),
+        reviews: HashMap::new(),
+    };
+    let mut summary = CommitSummary::default();
+    if let Some(node_id) = &write.node_id {
+        tx.meta.node_id = Some(node_id.clone());
+    }
+    if let Some(hlc) = write.hlc {
+        tx.meta.hlc = tx.meta.hlc.max(hlc);
+    }
+    for id in &write.remove_pending {
+        tx.remove_pending(id)?;
+    }
+    for event in &write.put_pending {
+        tx.put_pending(event)?;
+    }
+    for stored in &write.confirm {
+        if tx.confirm(stored)? {
+            summary.newly_confirmed = summary.newly_confirmed.saturating_add(1);
+        }
+    }
+    if let Some(cursor) = write.cursor {
+        tx.meta.cursor = cursor;
+    }
+    for entry in &write.put_reviews {
+        tx.put_review(entry)?;
+    }
+    for id in &write.remove_reviews {
+        tx.remove_review(id)?;
+    }
+    for record in &write.audit {
+        tx.put_audit(record)?;
+    }
+    tx.batch
+        .insert(&[NODE_META][..], encode_json(&tx.meta, "the node state")?);
+    Ok(PreparedCommit {
+        batch: tx.batch,
+        meta: tx.meta,
+        summary,
+    })
+}
+
+/// Pending events with `ordinal > after`, at most `limit`.
+pub(crate) fn pending(tree: &Tree, after: u64, limit: usize) -> Result<Vec<PendingEvent>> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let range = (
+        Bound::Excluded(outbox_key(after)),
+        Bound::Included(outbox_key(u64::MAX)),
+    );
+    let mut out = Vec::new();
+    for item in tree.range(range).take(limit) {
+        let (key, value) = item.map_err(|e| sled_error("reading the outbox", e))?;
+        let ordinal = key_suffix_u64(&key, &"the outbox")?;
+        let event = decode_event(&value, &format_args!("outbox ordinal {ordinal}"))?;
+        out.push(PendingEvent { ordinal, event });
+    }
+    Ok(out)
+}
+
+/// Every pending event of one aggregate, in outbox order.
+pub(crate) fn pending_for(tree: &Tree, aggregate: &AggregateId) -> Result<Vec<PendingEvent>> {
+    let prefix = outbox_aggregate_prefix(aggregate)?;
+    let mut out = Vec::new();
+    for item in tree.scan_prefix(prefix.bytes()) {
+        let (key, _) = item.map_err(|e| sled_error("reading the outbox index", e))?;
+        let what = format_args!("outbox index of {aggregate}");
+        let ordinal = key_suffix_u64(&key, &what)?;
+        let value = get(tree, &outbox_key(ordinal), "reading the outbox")?.ok_or_else(|| {
+            corrupted(format!(
+                "{what}: ordinal {ordinal} is indexed but not in the outbox"
+            ))
+        })?;
+        let event = decode_event(&value, &format_args!("outbox ordinal {ordinal}"))?;
+        out.push(PendingEvent { ordinal, event });
+    }
+    Ok(out)
+}
+
+/// Confirmed events with `seq > after`, at most `limit`.
+pub(crate) fn confirmed(tree: &Tree, after: Seq, limit: usize) -> Result<Vec<StoredEvent>> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let range = (
+        Bound::Excluded(confirmed_key(after)),
+        Bound::Included(confirmed_key(Seq(u64::MAX))),
+    );
+    let mut out = Vec::new();
+    for item in tree.range(range).take(limit) {
+        let (key, value) = item.map_err(|e| sled_error("reading the confirmed log", e))?;
+        let seq = Seq(key_suffix_u64(&key, &"the confirmed log")?);
+        out.push(decode_stored(
+            seq,
+            &value,
+            &format_args!("confirmed log, seq {seq}"),
+        )?);
+    }
+    Ok(out)
+}
+
+/// Confirmed version and pending count of one aggregate.
+pub(crate) fn aggregate_head(tree: &Tree, aggregate: &AggregateId) -> Result<AggregateHead> {
+    let confirmed_version = get(tree, &version_key(aggregate), "reading a confirmed version")?
+        .map_or(Ok(0), |v| {
+            read_u64(&v, &format_args!("confirmed version of {aggregate}"))
+        })?;
+    let prefix = outbox_aggregate_prefix(aggregate)?;
+    let mut pending = 0u64;
+    for item in tree.scan_prefix(prefix.bytes()) {
+        item.map_err(|e| sled_error("reading the outbox index", e))?;
+        pending = pending.saturating_add(1);
+    }
+    Ok(AggregateHead {
+        confirmed_version,
+        pending,
+    })
+}
+
+/// Review-queue entries, oldest first, at most `limit`.
+pub(crate) fn reviews(tree: &Tree, limit: usize) -> Result<Vec<ReviewEntry>> {
+    let mut out = Vec::new();
+    for item in tree.scan_prefix([NODE_REVIEW]).take(limit) {
+        let (key, value) = item.map_err(|e| sled_error("reading the review queue", e))?;
+        let number = key_suffix_u64(&key, &"the review queue")?;
+        out.push(decode_json(
+            &value,
+            &format_args!("review entry number {number}"),
+        )?);
+    }
+    Ok(out)
+}
+
+/// One review-queue entry.
+pub(crate) fn review(tree: &Tree, id: &str) -> Result<Option<ReviewEntry>> {
+    let Some(number) = review_number(tree, id)? else {
+        return Ok(None);
+    };
+    let bytes = get(tree, &review_key(number), "reading the review queue")?.ok_or_else(|| {
+        corrupted(format!(
+            "review entry {id} is indexed at {number} but missing"
+        ))
+    })?;
+    decode_json(&bytes, &format_args!("review entry {id}")).map(Some)
+}
+
+/// Audit records, oldest first. An `after` id that is not in the trail is `NotFound`.
+pub(crate) fn audit(tree: &Tree, query: &AuditQuery) -> Result<Vec<AuditRecord>> {
+    let limit = if query.limit == 0 {
+        DEFAULT_AUDIT_LIMIT
+    } else {
+        query.limit
+    };
+    let after = match &query.after {
+        None => 0,
+        Some(id) => match get(tree, &audit_id_key(id), "looking up an audit id")? {
+            Some(v) => read_u64(&v, &format_args!("audit record {id}"))?,
+            None => {
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!("audit record {id} (the `after` cursor) is not in the trail"),
+                ));
+            }
+        },
+    };
+    let decode = |number: u64, bytes: &[u8]| -> Result<AuditRecord> {
+        decode_json(bytes, &format_args!("audit record number {number}"))
+    };
+    let mut out = Vec::new();
+    match &query.aggregate_id {
+        None => {
+            let range = (
+                Bound::Excluded(audit_key(after)),
+                Bound::Included(audit_key(u64::MAX)),
+            );
+            for item in tree.range(range).take(limit) {
+                let (key, value) = item.map_err(|e| sled_error("reading the audit trail", e))?;
+                let number = key_suffix_u64(&key, &"the audit trail")?;
+                out.push(decode(number, &value)?);
+            }
+        }
+        Some(aggregate) => {
+            let prefix = audit_aggregate_prefix(aggregate)?;
+            let range = (
+                Bound::Excluded(prefix.with_num(after)),
+                Bound::Included(prefix.with_num(u64::MAX)),
+            );
+            for item in tree.range(range).take(limit) {
+                let (key, _) = item.map_err(|e| sled_error("reading the audit index", e))?;
+                let number = key_suffix_u64(&key, &"the audit index")?;
+                let bytes =
+                    get(tree, &audit_key(number), "reading the audit trail")?.ok_or_else(|| {
+                        corrupted(format!(
+                            "audit record number {number} is indexed but missing"
+                        ))
+                    })?;
+                out.push(decode(number, &bytes)?);
+            }
+        }
+    }
+    Ok(out)
+}
