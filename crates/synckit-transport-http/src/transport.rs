@@ -84,9 +84,10 @@ impl HttpTransport {
 
     async fn send(&self, request: Request<Full<Bytes>>) -> Result<Response<Incoming>> {
         let what = format!("{} {}", request.method(), request.uri().path());
-        self.client.request(request).await.map_err(|e| {
-            Error::unavailable(format!("{what}: cannot reach the hub: {e}")).with_source(e)
-        })
+        self.client
+            .request(request)
+            .await
+            .map_err(|e| Error::unavailable(format!("{what}: cannot reach the hub: {}", chain(&e))))
     }
 
     /// Send, wait for the whole answer within the request timeout, decode it.
@@ -117,6 +118,20 @@ impl HttpTransport {
         serde_json::from_slice(&body)
             .map_err(|e| Error::protocol(format!("{what}: the hub's answer is not valid: {e}")))
     }
+}
+
+/// An error and its sources on one line, without repeats.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut parts = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        if parts.last() != Some(&text) {
+            parts.push(text);
+        }
+        source = e.source();
+    }
+    parts.join(": ")
 }
 
 fn error_from(status: StatusCode, body: &[u8]) -> Error {

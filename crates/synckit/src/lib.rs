@@ -5,8 +5,9 @@
 //! pluggable resolvers and are never lost silently.
 //!
 //! This facade re-exports the stable API of the synckit crates; each optional crate is behind a
-//! feature of the same name (`node`, `resolve`, `store-memory`, `transport-memory`, `testkit`,
-//! or `full`). Start with [`prelude`].
+//! feature of the same name (`node`, `resolve`, `store-memory`, `transport-memory`,
+//! `store-sled`, `store-sqlite`, `store-postgres`, `transport-http`, `transport-ws`, `server`,
+//! `protocol`, `testkit`, or `full`). Start with [`prelude`].
 //!
 //! ```
 //! use std::sync::Arc;
@@ -52,6 +53,34 @@ pub use synckit_store_memory::MemoryStore;
 /// The in-process hub and transport (`synckit-transport-memory`).
 #[cfg(feature = "transport-memory")]
 pub use synckit_transport_memory::{MemoryHub, MemoryTransport};
+
+/// The sled store, the embedded default (`synckit-store-sled`).
+#[cfg(feature = "store-sled")]
+pub use synckit_store_sled::{SledConfig, SledStore};
+
+/// The SQLite store (`synckit-store-sqlite`).
+#[cfg(feature = "store-sqlite")]
+pub use synckit_store_sqlite::{SqliteConfig, SqliteStore};
+
+/// The PostgreSQL store (`synckit-store-postgres`).
+#[cfg(feature = "store-postgres")]
+pub use synckit_store_postgres::{PostgresConfig, PostgresStore};
+
+/// The HTTP transport (`synckit-transport-http`).
+#[cfg(feature = "transport-http")]
+pub use synckit_transport_http::{HttpConfig, HttpTransport};
+
+/// The WebSocket transport (`synckit-transport-ws`).
+#[cfg(feature = "transport-ws")]
+pub use synckit_transport_ws::{WsConfig, WsTransport};
+
+/// The hub server (`synckit-server`).
+#[cfg(feature = "server")]
+pub use synckit_server as server;
+
+/// The wire protocol (`synckit-protocol`).
+#[cfg(feature = "protocol")]
+pub use synckit_protocol as protocol;
 
 /// Conformance suites and the simulation harness (`synckit-testkit`).
 #[cfg(feature = "testkit")]

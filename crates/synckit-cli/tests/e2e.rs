@@ -1,0 +1,354 @@
+//! End-to-end tests of the real `synckit` binary: a hub and nodes as separate processes on
+//! loopback, including processes killed with SIGKILL mid-push and mid-pull.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_synckit");
+
+/// A running `synckit serve`.
+struct Hub {
+    child: Child,
+    url: String,
+}
+
+impl Hub {
+    fn start(args: &[&str]) -> Hub {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the hub did not start");
+        let url = line
+            .strip_prefix("synckit hub listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+            .to_owned();
+        Hub { child, url }
+    }
+
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -TERM failed");
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn synckit(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .arg("--data")
+        .arg(dir)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = synckit(dir, args);
+    assert!(
+        out.status.success(),
+        "synckit {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn log(dir: &Path) -> Vec<Value> {
+    serde_json::from_str(&ok(dir, &["log", "--json"])).unwrap()
+}
+
+fn confirmed_ids(dir: &Path) -> Vec<String> {
+    log(dir)
+        .into_iter()
+        .filter(|e| e["status"] == "confirmed")
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn two_nodes_work_offline_conflict_and_converge() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let hub = Hub::start(&["--store", "memory"]);
+    let sync = |dir: &Path| ok(dir, &["sync", "--hub", &hub.url, "--json"]);
+    ok(
+        &a,
+        &[
+            "append",
+            "--aggregate",
+            "task-1",
+            "--kind",
+            "Created",
+            "--payload",
+            r#"{"title":"docs"}"#,
+        ],
+    );
+    sync(&a);
+    sync(&b);
+    // Offline edits on both, one of the same task.
+    ok(
+        &a,
+        &[
+            "append",
+            "--aggregate",
+            "task-1",
+            "--kind",
+            "Renamed",
+            "--payload",
+            r#"{"title":"by a"}"#,
+        ],
+    );
+    ok(
+        &b,
+        &[
+            "append",
+            "--aggregate",
+            "task-1",
+            "--kind",
+            "Renamed",
+            "--payload",
+            r#"{"title":"by b"}"#,
+        ],
+    );
+    ok(
+        &b,
+        &[
+            "append",
+            "--aggregate",
+            "task-2",
+            "--kind",
+            "Created",
+            "--no-expect",
+        ],
+    );
+    sync(&a);
+    let result: Value = serde_json::from_str(&sync(&b)).unwrap();
+    assert_eq!(result["conflicts"], 1);
+    assert_eq!(result["decisions"][0]["strategy"], "last_write_wins");
+    sync(&a);
+    let (la, lb) = (log(&a), log(&b));
+    assert_eq!(la, lb, "both nodes hold the same log");
+    assert_eq!(la.len(), 4);
+    assert!(la.iter().all(|e| e["status"] == "confirmed"));
+    let status: Value = serde_json::from_str(&ok(&a, &["status", "--json"])).unwrap();
+    assert_eq!(
+        (status["cursor"].clone(), status["pending"].clone()),
+        (4.into(), 0.into())
+    );
+    assert!(hub.terminate().success(), "SIGTERM stops the hub cleanly");
+}
+
+#[test]
+fn errors_are_one_line_and_a_non_zero_exit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["sync", "--hub", "http://127.0.0.1:9"],
+        vec!["sync"],
+        vec![
+            "append",
+            "--aggregate",
+            "x",
+            "--kind",
+            "K",
+            "--payload",
+            "{bad",
+        ],
+        vec!["append", "--aggregate", "", "--kind", "K"],
+        vec!["conflicts", "resolve", "nope", "--keep", "local"],
+        vec!["--config", "/does/not/exist", "status"],
+        vec!["serve", "--listen", "0.0.0.0:0", "--store", "memory"],
+        vec!["serve", "--store", "nope"],
+        vec!["serve", "--listen", "127.0.0.1:0", "--token", "broken"],
+    ];
+    for args in cases {
+        let out = synckit(tmp.path(), &args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(last.starts_with("error: "), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+    let bad_file = tmp.path().join("bad.toml");
+    std::fs::write(&bad_file, "[node]\nunknown = 1\n").unwrap();
+    let out = synckit(
+        tmp.path(),
+        &["--config", bad_file.to_str().unwrap(), "status"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown"));
+}
+
+/// Run `synckit <args>` with debug logs of the node engine, kill it with SIGKILL once `count`
+/// lines containing `marker` appeared on stderr. Returns whether it was killed before finishing.
+fn kill_after(dir: &Path, args: &[&str], marker: &str, count: usize) -> bool {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .arg("--data")
+        .arg(dir)
+        .env("RUST_LOG", "synckit_node=debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut seen = 0;
+    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+        if line.contains(marker) {
+            seen += 1;
+            if seen == count {
+                child.kill().unwrap();
+                break;
+            }
+        }
+    }
+    let status = child.wait().unwrap();
+    !status.success()
+}
+
+#[test]
+fn a_node_killed_mid_pull_resumes_with_no_loss_and_no_duplicate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (w, r) = (tmp.path().join("w"), tmp.path().join("r"));
+    let hub = Hub::start(&["--store", "memory"]);
+    ok(
+        &w,
+        &[
+            "append",
+            "--aggregate",
+            "bulk",
+            "--kind",
+            "Seeded",
+            "--no-expect",
+            "--repeat",
+            "3000",
+        ],
+    );
+    ok(&w, &["push", "--hub", &hub.url]);
+    let config = tmp.path().join("small-pages.toml");
+    std::fs::write(&config, "[node]\npage_size = 50\n").unwrap();
+    let config = config.to_str().unwrap();
+    let seed = std::process::id() as usize;
+    for round in 0..3 {
+        let killed = kill_after(
+            &r,
+            &["--config", config, "pull", "--hub", &hub.url],
+            "pulled",
+            3 + (seed + round * 7) % 20,
+        );
+        assert!(killed, "round {round}: the pull was not interrupted");
+    }
+    ok(&r, &["--config", config, "pull", "--hub", &hub.url]);
+    let ids = confirmed_ids(&r);
+    assert_eq!(ids.len(), 3000);
+    assert_eq!(
+        ids.iter().collect::<HashSet<_>>().len(),
+        3000,
+        "no duplicates"
+    );
+    assert_eq!(ids, confirmed_ids(&w), "same log, same order");
+}
+
+#[test]
+fn the_hub_killed_mid_push_and_restarted_loses_no_acknowledged_event() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (n, hub_dir) = (tmp.path().join("n"), tmp.path().join("hub"));
+    let hub_dir = hub_dir.to_str().unwrap().to_owned();
+    ok(
+        &n,
+        &[
+            "append",
+            "--aggregate",
+            "bulk",
+            "--kind",
+            "Seeded",
+            "--no-expect",
+            "--repeat",
+            "2000",
+        ],
+    );
+    let config = tmp.path().join("small-batches.toml");
+    std::fs::write(&config, "[node]\nbatch_size = 20\n").unwrap();
+    let config = config.to_str().unwrap();
+    let hub = Hub::start(&["--store", "sled", "--data", &hub_dir]);
+    // Kill the hub while the node pushes: watch the node's log for acknowledged batches.
+    let mut child = Command::new(BIN)
+        .args(["--config", config, "push", "--hub", &hub.url, "--data"])
+        .arg(&n)
+        .env("RUST_LOG", "synckit_node=debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut acknowledged = 0;
+    let mut lines = BufReader::new(stderr).lines().map_while(Result::ok);
+    for line in lines.by_ref() {
+        if line.contains("pushed") {
+            acknowledged += 1;
+            if acknowledged == 10 {
+                break;
+            }
+        }
+    }
+    hub.kill();
+    for _ in lines {}
+    assert!(
+        !child.wait().unwrap().success(),
+        "the push failed when the hub died"
+    );
+    let acked_before_restart = confirmed_ids(&n);
+    assert!(
+        acked_before_restart.len() >= 200,
+        "{} acknowledged",
+        acked_before_restart.len()
+    );
+
+    let hub = Hub::start(&["--store", "sled", "--data", &hub_dir]);
+    ok(&n, &["--config", config, "sync", "--hub", &hub.url]);
+    let fresh = tmp.path().join("fresh");
+    ok(&fresh, &["pull", "--hub", &hub.url]);
+    let on_hub = confirmed_ids(&fresh);
+    assert_eq!(on_hub.len(), 2000, "every event once");
+    let set: HashSet<_> = on_hub.iter().collect();
+    assert_eq!(set.len(), 2000, "no duplicates");
+    assert!(
+        acked_before_restart.iter().all(|id| set.contains(id)),
+        "acknowledged events survived"
+    );
+    assert_eq!(confirmed_ids(&n), on_hub);
+    assert!(hub.terminate().success());
+}
