@@ -578,3 +578,87 @@ async fn sse_delivers_in_order_and_resumes_from_last_event_id() {
         .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_streams_get_heartbeats() {
+    let t = start(Limits {
+        heartbeat: Duration::from_millis(50),
+        ..Limits::default()
+    })
+    .await;
+    let request = Request::builder()
+        .uri(format!("{}/v1/stream", t.hub.url()))
+        .header("authorization", "Bearer ra")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let mut body = t.client.request(request).await.unwrap().into_body();
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains(": keep-alive") {
+        let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
+            .await
+            .expect("no heartbeat on an idle stream")
+            .unwrap()
+            .unwrap();
+        seen.extend_from_slice(&frame.into_data().unwrap_or_default());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_stops_reading_is_cut_off_with_a_reason() {
+    let limits = Limits {
+        subscriber_queue: 4,
+        slow_subscriber: Duration::from_millis(200),
+        ..Limits::default()
+    };
+    let t = start(limits).await;
+    let filler = "x".repeat(4_000);
+    for batch in 0..5 {
+        let events: Vec<_> = (0..1000)
+            .map(|i| json!({"id": format!("e{batch}-{i}"), "kind": "K", "aggregate_id": "x", "data": filler}))
+            .collect();
+        assert_eq!(
+            t.push("wa", json!({"events": events})).await.status,
+            StatusCode::OK
+        );
+    }
+    let request = Request::builder()
+        .uri(format!("{}/v1/stream", t.hub.url()))
+        .header("authorization", "Bearer ra")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let mut body = t.client.request(request).await.unwrap().into_body();
+    let gauge = t.hub.state().metrics.subscribers.clone();
+    // Read nothing until the hub gives up on this subscriber (its producer ends).
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while gauge.get() == 0 {
+            tokio::task::yield_now().await;
+        }
+        while gauge.get() > 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the slow subscriber was never cut off");
+    let mut parser = synckit_protocol::sse::Parser::new(1 << 20);
+    let mut events = 0;
+    let mut close = None;
+    while let Some(frame) = tokio::time::timeout(Duration::from_secs(10), body.frame())
+        .await
+        .expect("stream stalled")
+    {
+        let Ok(frame) = frame else { break };
+        if let Ok(data) = frame.into_data() {
+            for f in parser.feed(&data).unwrap() {
+                match f.event.as_str() {
+                    "event" => events += 1,
+                    "close" => close = Some(f.data),
+                    _ => {}
+                }
+            }
+        }
+    }
+    assert!(events < 5_000, "the stream ended early: {events} events");
+    let close: Value =
+        serde_json::from_str(&close.expect("a close frame with the reason")).unwrap();
+    assert_eq!(close["code"], "slow_subscriber");
+}
