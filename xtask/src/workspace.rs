@@ -1,7 +1,7 @@
 //! Where the workspace is, how to call cargo, and which crates it holds.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
@@ -16,10 +16,12 @@ pub fn root() -> PathBuf {
 /// A `cargo` command run in the workspace root, with the caller's environment.
 ///
 /// Uses the cargo that runs the xtask (`$CARGO`) so every step uses the same toolchain.
+/// Standard input is closed: cargo probes the compiler with `rustc -`, and a CI harness that
+/// leaves text on our stdin once fed it to that probe and failed the build.
 pub fn cargo(root: &Path) -> Command {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
-    command.current_dir(root);
+    command.current_dir(root).stdin(Stdio::null());
     command
 }
 
