@@ -285,7 +285,10 @@ impl PostgresStore {
                 .prepare_cached(&self.sql.read_kinds)
                 .await
                 .map_err(|e| pg(ctx, e))?;
-            client.query(&stmt, &[&name, &after, &limit, &kinds]).await
+            let upper = after.saturating_add(kind_window(limit));
+            client
+                .query(&stmt, &[&name, &after, &limit, &kinds, &upper])
+                .await
         } else {
             let stmt = client
                 .prepare_cached(&self.sql.read_all)
@@ -318,10 +321,18 @@ impl PostgresStore {
                 head,
             });
         }
+        let window_end = |upper: i64| Seq(u64::try_from(upper).unwrap_or(u64::MAX)).min(head);
         let next = if filter.is_all() {
             // The range read was (after, after + limit]: every event in it is in the page,
             // even if rows were removed behind the store's back (a gap is not skipped over).
-            Seq(u64::try_from(after.saturating_add(limit)).unwrap_or(u64::MAX)).min(head)
+            window_end(after.saturating_add(limit))
+        } else if filter.aggregate_id.is_none() {
+            // Kinds only: the window (after, after + window] was read whole unless the page
+            // filled first.
+            match events.last() {
+                Some(last) if events.len() == request.limit => last.seq,
+                _ => window_end(after.saturating_add(kind_window(limit))),
+            }
         } else {
             match events.last() {
                 Some(last) if events.len() == request.limit => last.seq,
@@ -570,6 +581,16 @@ pub(crate) fn decode_stored(
         recorded_at: stored_u64(format!("{ctx}: recorded_at"), recorded_at)?,
     })
 }
+
+/// Seqs a page filtered by kinds alone scans: at least [`KIND_WINDOW`], and never fewer
+/// than the page holds.
+fn kind_window(limit: i64) -> i64 {
+    limit.max(KIND_WINDOW)
+}
+
+/// The smallest seq window a kind-filtered page reads (see `Sql::read_kinds`): a rare kind
+/// costs a reader one page per window instead of a scan of the whole log.
+const KIND_WINDOW: i64 = 10_000;
 
 #[cfg(test)]
 mod tests {

@@ -179,8 +179,8 @@ async fn check_plans(store: Arc<PostgresStore>, url: String, schema: String) {
         (
             "page of kinds",
             &sql.read_kinds,
-            "'big', 10000, 100, '{Closed,Created}'".into(),
-            &["events_kind"],
+            "'big', 10000, 100, '{Closed,Created}', 20000".into(),
+            &["events_pkey"],
         ),
         (
             "idempotency lookup",

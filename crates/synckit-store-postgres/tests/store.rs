@@ -275,3 +275,110 @@ async fn debug_hides_the_url() {
     let config = PostgresConfig::new("postgres://u:hunter2@h/d");
     assert!(!format!("{config:?}").contains("hunter2"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kind_page_reads_one_bounded_window() {
+    let Some(db) = TestDb::new("a_kind_page_reads_one_bounded_window") else {
+        return;
+    };
+    let store = PostgresStore::connect(db.config(&db.fresh_schema()))
+        .await
+        .unwrap();
+    let t = TenantId::new("t1").unwrap();
+    // 25,000 events; the rare kind sits at seqs 5 and 23,001 only.
+    let rare = [5_usize, 23_001];
+    for chunk in 0..25 {
+        let batch: Vec<Event> = (1..=1_000)
+            .map(|i| {
+                let seq = chunk * 1_000 + i;
+                let kind = if rare.contains(&seq) {
+                    "Rare"
+                } else {
+                    "Common"
+                };
+                Event::builder(kind, format!("agg-{}", seq % 7))
+                    .id(format!("e{seq}"))
+                    .origin("n1")
+                    .hlc(Hlc::new(1_000, 0))
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        store.append(&t, &batch).await.unwrap();
+    }
+    let kinds = |kind: &str| synckit_types::Filter {
+        kinds: [kind.to_owned()].into(),
+        ..synckit_types::Filter::all()
+    };
+    let request = |after: u64| ReadRequest::after(Seq(after), 100).with_filter(kinds("Rare"));
+    // The first page finds seq 5 and stops at the end of its window, not at the head.
+    let page = store.read(&t, &request(0)).await.unwrap();
+    assert_eq!(
+        page.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [Seq(5)]
+    );
+    assert_eq!(page.next, Seq(10_000));
+    assert!(page.has_more);
+    // A window with no match is an empty page that still moves the cursor.
+    let page = store.read(&t, &request(10_000)).await.unwrap();
+    assert!(page.events.is_empty());
+    assert_eq!((page.next, page.has_more), (Seq(20_000), true));
+    let page = store.read(&t, &request(20_000)).await.unwrap();
+    assert_eq!(
+        page.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [Seq(23_001)]
+    );
+    assert_eq!((page.next, page.has_more), (Seq(25_000), false));
+    // A full page ends at its last event, so nothing after it is skipped.
+    let page = store
+        .read(
+            &t,
+            &ReadRequest::after(Seq(0), 10).with_filter(kinds("Common")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.events.len(), 10);
+    assert_eq!(page.next, Seq(11));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_2_drops_the_kind_index_of_a_version_1_schema() {
+    let Some(db) = TestDb::new("migration_2_drops_the_kind_index_of_a_version_1_schema") else {
+        return;
+    };
+    let schema = db.fresh_schema();
+    let store = PostgresStore::connect(db.config(&schema)).await.unwrap();
+    let t = TenantId::new("t1").unwrap();
+    store.append(&t, &[event("e1", "a")]).await.unwrap();
+    EventStore::close(&store).await.unwrap();
+    // Put the schema back to version 1 as that release left it.
+    let raw = db.raw().await;
+    raw.batch_execute(&format!(
+        "CREATE INDEX events_kind ON \"{schema}\".events (tenant_key, kind, seq);
+         DELETE FROM \"{schema}\".schema_migrations WHERE version = 2;"
+    ))
+    .await
+    .unwrap();
+    let store = PostgresStore::connect(db.config(&schema)).await.unwrap();
+    let index: Option<String> = raw
+        .query_one(
+            "SELECT to_regclass($1)::text",
+            &[&format!("\"{schema}\".events_kind")],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(index, None, "migration 2 dropped the kind index");
+    let versions: Vec<i64> = raw
+        .query(
+            &format!("SELECT version FROM \"{schema}\".schema_migrations ORDER BY version"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, [1, 2]);
+    assert_eq!(store.read_all(&t).await.unwrap().len(), 1, "data kept");
+}
