@@ -116,10 +116,10 @@ impl ConflictResolver for FirstWriteWins {
     }
 }
 
-#[async_trait]
-impl ConflictResolver for AdditiveMerge {
-    async fn resolve(&self, conflict: &Conflict, _: &ResolutionContext) -> Result<Resolution> {
-        Ok(Resolution {
+impl AdditiveMerge {
+    /// The decision, without the async wrapper.
+    pub fn decide(&self, conflict: &Conflict) -> Resolution {
+        Resolution {
             decision: Decision::Merge(conflict.local.clone()),
             strategy: "additive_merge".to_owned(),
             rule: None,
@@ -128,14 +128,14 @@ impl ConflictResolver for AdditiveMerge {
                 conflict.local.len(),
                 conflict.remote.len()
             ),
-        })
+        }
     }
 }
 
-#[async_trait]
-impl ConflictResolver for ManualReview {
-    async fn resolve(&self, conflict: &Conflict, _: &ResolutionContext) -> Result<Resolution> {
-        Ok(Resolution {
+impl ManualReview {
+    /// The decision, without the async wrapper.
+    pub fn decide(&self, conflict: &Conflict) -> Resolution {
+        Resolution {
             decision: Decision::Review,
             strategy: "manual_review".to_owned(),
             rule: None,
@@ -144,7 +144,21 @@ impl ConflictResolver for ManualReview {
                 conflict.local.len(),
                 conflict.remote.len()
             ),
-        })
+        }
+    }
+}
+
+#[async_trait]
+impl ConflictResolver for AdditiveMerge {
+    async fn resolve(&self, conflict: &Conflict, _: &ResolutionContext) -> Result<Resolution> {
+        Ok(self.decide(conflict))
+    }
+}
+
+#[async_trait]
+impl ConflictResolver for ManualReview {
+    async fn resolve(&self, conflict: &Conflict, _: &ResolutionContext) -> Result<Resolution> {
+        Ok(self.decide(conflict))
     }
 }
 
@@ -263,6 +277,24 @@ mod tests {
             let mut shuffled = c.clone();
             shuffled.remote.reverse();
             prop_assert_eq!(LastWriteWins.decide(&c).decision, LastWriteWins.decide(&shuffled).decision);
+            prop_assert_eq!(FirstWriteWins.decide(&c).decision, FirstWriteWins.decide(&shuffled).decision);
+            prop_assert_eq!(AdditiveMerge.decide(&c), AdditiveMerge.decide(&again));
+            prop_assert_eq!(ManualReview.decide(&c), ManualReview.decide(&again));
+        }
+
+        #[test]
+        fn merge_keeps_every_local_event_exactly_once(l in side(), r in side()) {
+            let c = conflict(build(&l, "l"), build(&r, "r"));
+            let Decision::Merge(events) = AdditiveMerge.decide(&c).decision else {
+                panic!("additive merge always merges");
+            };
+            // Exactly the local events, each once, in local order; no remote event is re-sent.
+            let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+            let local: Vec<&str> = c.local.iter().map(|e| e.id.as_str()).collect();
+            prop_assert_eq!(&ids, &local);
+            let unique: std::collections::BTreeSet<_> = ids.iter().collect();
+            prop_assert_eq!(unique.len(), ids.len());
+            prop_assert!(c.remote.iter().all(|r| !ids.contains(&r.event.id.as_str())));
         }
     }
 }
