@@ -13,11 +13,18 @@ struct Bench {
 }
 
 /// Every benchmark; each is described in docs/BENCHMARKS.md.
-const BENCHES: &[Bench] = &[Bench {
-    name: "stores",
-    about: "append and scan throughput of each store beside its raw backend; page and head cost \
-            with a large log",
-}];
+const BENCHES: &[Bench] = &[
+    Bench {
+        name: "stores",
+        about: "append and scan throughput of each store beside its raw backend; page and head \
+                cost with a large log",
+    },
+    Bench {
+        name: "net",
+        about: "a `synckit serve` process on loopback: push and pull of 1M events beside raw \
+                sled, memory push, subscriber latency and memory",
+    },
+];
 
 /// Run the benchmark named by the first argument; `--quick` runs a small smoke version.
 pub fn run(args: &[String]) -> Result<()> {
@@ -32,6 +39,12 @@ pub fn run(args: &[String]) -> Result<()> {
     };
     println!("==> bench {}: {}", bench.name, bench.about);
     let root = workspace::root();
+    if bench.name == "net" {
+        // The hub runs as the real binary, built the same way.
+        let mut build = workspace::cargo(&root);
+        build.args(["build", "--release", "--locked", "--package", "synckit-cli"]);
+        workspace::run(&mut build)?;
+    }
     let mut command = workspace::cargo(&root);
     command.args([
         "run",
@@ -49,6 +62,9 @@ pub fn run(args: &[String]) -> Result<()> {
             "postgres://postgres@127.0.0.1:5432/test",
         );
     }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), std::path::PathBuf::from);
+    command.env("SYNCKIT_BIN", target.join("release").join("synckit"));
     workspace::run(&mut command)
 }
 

@@ -8,6 +8,9 @@
 //! postgres_url = "postgres://postgres@127.0.0.1:5432/synckit"
 //! tokens = ["s3cret=acme:write"]
 //! allow_anonymous = false
+//! max_batch = 1000            # events per push
+//! max_body = 16777216         # bytes of a request body as sent (16 MiB)
+//! max_decompressed = 67108864 # bytes of a gzip or zstd body once decompressed (64 MiB)
 //!
 //! [node]
 //! data = "./synckit-node"
@@ -46,6 +49,13 @@ pub struct ServeFile {
     #[serde(default)]
     pub tokens: Vec<String>,
     pub allow_anonymous: Option<bool>,
+    /// Events per push; a larger push answers 413 (default 1,000).
+    pub max_batch: Option<usize>,
+    /// Bytes of a request body as sent; a larger body answers 413 (default 16 MiB).
+    pub max_body: Option<usize>,
+    /// Bytes of a request body after gzip or zstd decompression, counted while decompressing;
+    /// a larger body answers 413 (default 64 MiB, at least `max_body`).
+    pub max_decompressed: Option<usize>,
 }
 
 /// `[node]` options.

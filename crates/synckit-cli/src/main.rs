@@ -10,6 +10,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of the system allocator: the hub and nodes allocate many short-lived
+/// buffers (request bodies, decoded events), where glibc's malloc spends its time in page
+/// faults and free-list upkeep.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Offline-first event sync: run a hub, or drive a node.
 #[derive(Debug, Parser)]
 #[command(name = "synckit", version, about, long_about = None)]

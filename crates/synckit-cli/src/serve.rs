@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use synckit::server::{Hub, HubConfig, TokenGrant};
+use synckit::server::{Hub, HubConfig, Limits, TokenGrant};
 use synckit::{DynEventStore, MemoryStore, PostgresStore, SledStore, SqliteStore};
 
 use crate::config::ServeFile;
@@ -75,11 +75,18 @@ pub async fn run(args: ServeArgs, file: ServeFile) -> anyhow::Result<()> {
         "memory" => Arc::new(MemoryStore::new()),
         other => bail!("unknown store {other:?}; expected sled, sqlite, postgres or memory"),
     };
+    let defaults = Limits::default();
+    let limits = Limits {
+        max_batch: file.max_batch.unwrap_or(defaults.max_batch),
+        max_body: file.max_body.unwrap_or(defaults.max_body),
+        max_decompressed: file.max_decompressed.unwrap_or(defaults.max_decompressed),
+        ..defaults
+    };
     let config = HubConfig {
         listen,
         tokens,
         allow_anonymous: args.allow_anonymous || file.allow_anonymous.unwrap_or(false),
-        ..HubConfig::default()
+        limits,
     };
     let hub = Hub::new(store, config)?.start().await?;
     println!("synckit hub listening on {}", hub.url());

@@ -506,6 +506,11 @@ impl Node {
 
     /// Push the outbox in batches. Returns the aggregates that conflicted, with the hub's
     /// version; later events of those aggregates are held back for the resolver.
+    ///
+    /// Pipelined: batch k+1 is read and sent while batch k's results are committed. Batches
+    /// still reach the hub one after another, in outbox order (k+1 is sent only once the hub
+    /// answered k), and a commit that fails stops the run after the push in flight; the hub
+    /// then holds events the outbox still lists, which the next push confirms as duplicates.
     async fn push_outbox(
         &self,
         token: &CancellationToken,
@@ -514,51 +519,79 @@ impl Node {
         let inner = &self.inner;
         let mut conflicts: BTreeMap<AggregateId, u64> = BTreeMap::new();
         let mut after = 0;
+        let mut committing: Option<plan::PushPlan> = None;
         loop {
-            let page = inner.store.pending(after, inner.config.batch_size).await?;
-            let Some(last) = page.last() else {
+            let send = async {
+                loop {
+                    let page = inner.store.pending(after, inner.config.batch_size).await?;
+                    let Some(last) = page.last() else {
+                        return Ok(None);
+                    };
+                    after = last.ordinal;
+                    let batch: Vec<Event> = page
+                        .into_iter()
+                        .map(|p| p.event)
+                        .filter(|e| !conflicts.contains_key(&e.aggregate_id))
+                        .collect();
+                    if batch.is_empty() {
+                        continue;
+                    }
+                    let report = self
+                        .call(token, "push", || inner.transport.push(&batch))
+                        .await?;
+                    return Ok::<_, Error>(Some((batch, report)));
+                }
+            };
+            let commit = async {
+                match committing.take() {
+                    Some(plan) => {
+                        inner.store.commit(plan.write).await?;
+                        Ok::<_, Error>(Some((plan.stored, plan.rejections)))
+                    }
+                    None => Ok(None),
+                }
+            };
+            // Both run to the end, so a finished push is never left uncommitted by the
+            // other's error.
+            let (committed, sent) = tokio::join!(commit, send);
+            if let Some((stored, rejections)) = committed? {
+                tally.pushed += stored;
+                tally.errors.extend(rejections);
+                self.report_progress(tally);
+            }
+            let Some((batch, report)) = sent? else {
                 return Ok(conflicts);
             };
-            after = last.ordinal;
-            let batch: Vec<Event> = page
-                .into_iter()
-                .map(|p| p.event)
-                .filter(|e| !conflicts.contains_key(&e.aggregate_id))
-                .collect();
-            if batch.is_empty() {
-                continue;
-            }
-            let report = self
-                .call(token, "push", || inner.transport.push(&batch))
-                .await?;
             tally.saw_head(report.head);
             let plan = plan::plan_push(&batch, &report, &inner.node_id, self.now_ms())?;
-            for (aggregate, version) in plan.conflicts {
-                let entry = conflicts.entry(aggregate).or_insert(0);
-                *entry = (*entry).max(version);
+            for (aggregate, version) in &plan.conflicts {
+                let entry = conflicts.entry(aggregate.clone()).or_insert(0);
+                *entry = (*entry).max(*version);
             }
-            inner.store.commit(plan.write).await?;
-            tally.pushed += plan.stored;
-            tally.errors.extend(plan.rejections);
-            self.report_progress(tally);
             debug!(node = %inner.node_id, batch = batch.len(), stored = plan.stored, "pushed");
+            committing = Some(plan);
         }
     }
 
     /// Pull pages after the cursor until the hub has no more; each page is stored atomically
-    /// with the cursor that follows it.
+    /// with the cursor that follows it. Pipelined: the next page is fetched while this one is
+    /// committed (a fetched page is only stored after the one before it).
     async fn pull_pages(&self, token: &CancellationToken, tally: &mut Tally) -> Result<()> {
         let inner = &self.inner;
         let mut cursor = inner.store.state().await?.cursor;
-        loop {
+        let fetch = |after: Seq| {
             let request = ReadRequest {
-                after: cursor,
+                after,
                 limit: inner.config.page_size,
                 filter: inner.config.filter.clone(),
             };
-            let page = self
-                .call(token, "pull", || inner.transport.pull(&request))
-                .await?;
+            async move {
+                self.call(token, "pull", || inner.transport.pull(&request))
+                    .await
+            }
+        };
+        let mut page = fetch(cursor).await?;
+        loop {
             tally.saw_head(page.head);
             if page.head < cursor {
                 return Err(Error::protocol(format!(
@@ -576,14 +609,22 @@ impl Node {
                     Err(e) => warn!(node = %inner.node_id, error = %e, "remote clock ignored"),
                 }
             }
-            let summary = inner.store.commit(write).await?;
+            let received = page.events.len();
+            let (next_cursor, has_more) = (page.next, page.has_more);
+            let (summary, next) = if has_more {
+                let (summary, next) = tokio::join!(inner.store.commit(write), fetch(next_cursor));
+                (summary?, Some(next))
+            } else {
+                (inner.store.commit(write).await?, None)
+            };
             tally.pulled += summary.newly_confirmed;
-            cursor = page.next;
+            cursor = next_cursor;
             tally.cursor = cursor;
             self.report_progress(tally);
-            debug!(node = %inner.node_id, %cursor, received = page.events.len(), "pulled");
-            if !page.has_more {
-                return Ok(());
+            debug!(node = %inner.node_id, %cursor, received, "pulled");
+            match next {
+                None => return Ok(()),
+                Some(next) => page = next?,
             }
         }
     }

@@ -1,6 +1,7 @@
 //! Push and read bodies: the wire event (origin and clock optional), per-event results, head.
 
 use serde_json::Value;
+use serde_json::value::RawValue;
 use synckit_types::{
     AggregateId, AppendOutcome, AppendReport, AppendResult, Error, Event, EventId, Hlc, Metadata,
     NodeId, RejectCode, Result, Seq, StoredEvent,
@@ -95,11 +96,18 @@ pub enum DecodedEvent {
 /// error for the whole request (400). An event with an id but another bad field is
 /// [`DecodedEvent::Invalid`] and is answered per event.
 pub fn decode_push(body: &[u8]) -> Result<Vec<DecodedEvent>> {
+    // Each event is kept as its raw text and decoded on its own, so one bad event is answered
+    // alone, without building a `Value` tree of the whole body first.
     #[derive(serde::Deserialize)]
-    struct Body {
-        events: Vec<Value>,
+    struct Body<'a> {
+        #[serde(borrow)]
+        events: Vec<&'a RawValue>,
     }
-    let body: Body = serde_json::from_slice(body).map_err(|e| {
+    #[derive(serde::Deserialize)]
+    struct IdOnly {
+        id: Value,
+    }
+    let body: Body<'_> = serde_json::from_slice(body).map_err(|e| {
         Error::invalid_input(format!("push body is not {{\"events\": [...]}}: {e}"))
     })?;
     if body.events.len() > MAX_PUSH_EVENTS {
@@ -114,24 +122,27 @@ pub fn decode_push(body: &[u8]) -> Result<Vec<DecodedEvent>> {
     body.events
         .into_iter()
         .enumerate()
-        .map(|(index, value)| {
-            let id = match value.get("id") {
-                Some(Value::String(id)) => id.clone(),
-                _ => {
-                    return Err(Error::invalid_input(format!(
-                        "event {index} of the push has no string \"id\""
-                    )));
-                }
-            };
-            match serde_json::from_value::<WireEvent>(value) {
-                Ok(event) => match event_check(&event) {
-                    Ok(()) => Ok(DecodedEvent::Valid(event)),
-                    Err(message) => Ok(DecodedEvent::Invalid { id, message }),
-                },
-                Err(e) => Ok(DecodedEvent::Invalid {
-                    id,
-                    message: e.to_string(),
+        .map(|(index, raw)| {
+            let no_id =
+                || Error::invalid_input(format!("event {index} of the push has no string \"id\""));
+            match serde_json::from_str::<WireEvent>(raw.get()) {
+                Ok(event) => Ok(match event_check(&event) {
+                    Ok(()) => DecodedEvent::Valid(event),
+                    Err(message) => DecodedEvent::Invalid {
+                        id: event.id.as_str().to_owned(),
+                        message,
+                    },
                 }),
+                // Only a bad event pays for a second look, to find its id.
+                Err(e) => match serde_json::from_str::<IdOnly>(raw.get()) {
+                    Ok(IdOnly {
+                        id: Value::String(id),
+                    }) => Ok(DecodedEvent::Invalid {
+                        id,
+                        message: e.to_string(),
+                    }),
+                    _ => Err(no_id()),
+                },
             }
         })
         .collect()

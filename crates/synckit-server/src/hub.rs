@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 use serde_json::Value;
 use synckit_protocol::{DecodedEvent, PushResponse, WireResult, decode_push};
 use synckit_types::{
-    Clock, DEFAULT_MAX_DRIFT_MS, DynEventStore, Error, ErrorKind, HlcState, NodeId, Result,
-    SystemClock, TenantId,
+    AppendOutcome, Clock, DEFAULT_MAX_DRIFT_MS, DynEventStore, Error, ErrorKind, HlcState, NodeId,
+    Result, StoredEvent, SystemClock, TenantId,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -101,14 +101,26 @@ impl HubState {
                 "the store answered a different number of results",
             ));
         }
-        let accepted = report
-            .results
-            .iter()
-            .filter(|r| matches!(r.outcome, synckit_types::AppendOutcome::Accepted { .. }))
-            .count();
-        if accepted > 0 {
-            self.metrics.events_appended.inc_by(accepted as u64);
-            self.notifier.notify(tenant);
+        let accepted: Vec<StoredEvent> = events
+            .into_iter()
+            .zip(&report.results)
+            .filter_map(|(event, result)| match result.outcome {
+                AppendOutcome::Accepted {
+                    seq,
+                    aggregate_version,
+                    recorded_at,
+                } => Some(StoredEvent {
+                    event,
+                    seq,
+                    aggregate_version,
+                    recorded_at,
+                }),
+                _ => None,
+            })
+            .collect();
+        if !accepted.is_empty() {
+            self.metrics.events_appended.inc_by(accepted.len() as u64);
+            self.notifier.notify(tenant, accepted);
         }
         let mut stored = report.results.iter();
         let results = slots

@@ -9,15 +9,18 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
 use bytes::Bytes;
+use std::sync::Arc;
 use synckit_protocol::parse_pull_query;
 use synckit_protocol::sse::{HEARTBEAT, encode_close, encode_event};
 use synckit_types::{ReadRequest, Seq, TenantId, parse_u64};
-use tokio::sync::{mpsc, oneshot, watch};
+
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::config::Role;
 use crate::error::ApiError;
 use crate::hub::SharedHub;
 use crate::metrics::SubscriberGuard;
+use crate::notify::Committed;
 use crate::routes::principal;
 
 /// Events read per page while catching up.
@@ -44,12 +47,12 @@ pub(crate) async fn sse(
     let (frames, receiver) = mpsc::channel(hub.limits.subscriber_queue);
     let (close, closed) = oneshot::channel();
     // Watch before the first read, so an event committed meanwhile is not missed.
-    let generation = hub.notifier.subscribe(&who.tenant);
+    let announcements = hub.notifier.subscribe(&who.tenant);
     tokio::spawn(produce(
         hub.clone(),
         who.tenant,
         request,
-        generation,
+        announcements,
         frames,
         close,
     ));
@@ -94,68 +97,139 @@ async fn next_frame(state: BodyState) -> Option<(Result<Bytes, Infallible>, Body
     }
 }
 
-/// Read pages after the cursor into the subscriber's queue, then wait for new events.
+/// What the live phase of a stream ended with.
+enum Live {
+    /// Events may have been missed (a gap, a lag, or an append announced without its
+    /// events): read the store from the cursor.
+    CatchUp,
+    /// The stream is over (closed by either side, or the hub shuts down).
+    Done,
+}
+
+/// Read pages after the cursor into the subscriber's queue, then forward live appends as they
+/// are announced, falling back to the store whenever an announcement does not follow on.
 async fn produce(
     hub: SharedHub,
     tenant: TenantId,
     mut request: ReadRequest,
-    mut generation: watch::Receiver<u64>,
+    mut announcements: broadcast::Receiver<Arc<Committed>>,
     frames: mpsc::Sender<Bytes>,
     close: oneshot::Sender<String>,
 ) {
     let _live = SubscriberGuard::new(&hub.metrics.subscribers);
-    let limits = hub.limits.clone();
+    let mut close = Some(close);
+    let mut shut = |code: &str, message: &str| {
+        if let Some(close) = close.take() {
+            let _ = close.send(encode_close(code, message));
+        }
+    };
     loop {
-        let page = match hub.store.read(&tenant, &request).await {
-            Ok(page) => page,
-            Err(e) => {
-                let _ = close.send(encode_close("store_error", &e.to_string()));
-                return;
+        // Catch up from the store.
+        loop {
+            let page = match hub.store.read(&tenant, &request).await {
+                Ok(page) => page,
+                Err(e) => return shut("store_error", &e.to_string()),
+            };
+            for event in &page.events {
+                let frame = match encode_event(event) {
+                    Ok(frame) => Bytes::from(frame),
+                    Err(e) => return shut("internal", &e.to_string()),
+                };
+                if !forward(&hub, &tenant, &frames, frame, &mut shut).await {
+                    return;
+                }
+            }
+            request.after = page.next;
+            if !page.has_more {
+                break;
+            }
+        }
+        // Live: announcements that follow on from the cursor are forwarded as they are.
+        match live(
+            &hub,
+            &tenant,
+            &mut request,
+            &mut announcements,
+            &frames,
+            &mut shut,
+        )
+        .await
+        {
+            Live::CatchUp => continue,
+            Live::Done => return,
+        }
+    }
+}
+
+async fn live(
+    hub: &SharedHub,
+    tenant: &TenantId,
+    request: &mut ReadRequest,
+    announcements: &mut broadcast::Receiver<Arc<Committed>>,
+    frames: &mpsc::Sender<Bytes>,
+    shut: &mut impl FnMut(&str, &str),
+) -> Live {
+    let limits = &hub.limits;
+    loop {
+        let committed = tokio::select! {
+            _ = hub.shutdown.cancelled() => {
+                shut("shutting_down", "the hub is shutting down");
+                return Live::Done;
+            }
+            _ = frames.closed() => return Live::Done,
+            received = announcements.recv() => match received {
+                Ok(committed) => committed,
+                Err(broadcast::error::RecvError::Lagged(_)) => return Live::CatchUp,
+                Err(broadcast::error::RecvError::Closed) => return Live::Done,
+            },
+            _ = tokio::time::sleep(limits.heartbeat) => {
+                // A full queue already keeps the stream busy; no heartbeat needed then.
+                let _ = frames.try_send(Bytes::from_static(HEARTBEAT.as_bytes()));
+                continue;
             }
         };
-        for event in &page.events {
-            let frame = match encode_event(event) {
-                Ok(frame) => Bytes::from(frame),
-                Err(e) => {
-                    let _ = close.send(encode_close("internal", &e.to_string()));
-                    return;
-                }
-            };
-            match tokio::time::timeout(limits.slow_subscriber, frames.send(frame)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return,
-                Err(_) => {
-                    tracing::warn!(%tenant, "disconnecting a slow subscriber");
-                    let _ = close.send(encode_close(
-                        "slow_subscriber",
-                        "the subscriber did not keep up; resume with Last-Event-ID",
-                    ));
-                    return;
-                }
-            }
+        let cursor = request.after;
+        if committed.last <= cursor {
+            continue; // already sent from the store
         }
-        request.after = page.next;
-        if page.has_more {
-            continue;
+        if committed.first.get() > cursor.get().saturating_add(1) {
+            return Live::CatchUp; // an append in between is not announced yet, or was missed
         }
-        loop {
-            tokio::select! {
-                _ = hub.shutdown.cancelled() => {
-                    let _ = close.send(encode_close("shutting_down", "the hub is shutting down"));
-                    return;
-                }
-                _ = frames.closed() => return,
-                changed = generation.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                    break;
-                }
-                _ = tokio::time::sleep(limits.heartbeat) => {
-                    // A full queue already keeps the stream busy; no heartbeat needed then.
-                    let _ = frames.try_send(Bytes::from_static(HEARTBEAT.as_bytes()));
-                }
+        let (Some(events), Some(encoded)) = (committed.events.as_ref(), committed.frames()) else {
+            return Live::CatchUp;
+        };
+        for (event, frame) in events.iter().zip(encoded) {
+            if event.seq <= cursor {
+                continue;
             }
+            if request.filter.matches(&event.event)
+                && !forward(hub, tenant, frames, frame.clone(), shut).await
+            {
+                return Live::Done;
+            }
+            request.after = event.seq;
+        }
+    }
+}
+
+/// Queue one frame, waiting at most the slow-subscriber limit. `false`: the stream is over.
+async fn forward(
+    hub: &SharedHub,
+    tenant: &TenantId,
+    frames: &mpsc::Sender<Bytes>,
+    frame: Bytes,
+    shut: &mut impl FnMut(&str, &str),
+) -> bool {
+    match tokio::time::timeout(hub.limits.slow_subscriber, frames.send(frame)).await {
+        Ok(Ok(())) => true,
+        Ok(Err(_)) => false,
+        Err(_) => {
+            tracing::warn!(%tenant, "disconnecting a slow subscriber");
+            shut(
+                "slow_subscriber",
+                "the subscriber did not keep up; resume with Last-Event-ID",
+            );
+            false
         }
     }
 }

@@ -197,7 +197,8 @@ async fn subscribe(
     slow: oneshot::Sender<ServerMessage>,
 ) {
     let _live = SubscriberGuard::new(&hub.metrics.subscribers);
-    let mut generation = hub.notifier.subscribe(&tenant);
+    // Any announcement (or a lag) wakes the reader, which reads the store after its cursor.
+    let mut announcements = hub.notifier.subscribe(&tenant);
     if out.send(ServerMessage::Subscribed { id }).await.is_err() {
         return;
     }
@@ -230,7 +231,11 @@ async fn subscribe(
             continue;
         }
         tokio::select! {
-            changed = generation.changed() => if changed.is_err() { return },
+            received = announcements.recv() => {
+                if matches!(received, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
+                    return;
+                }
+            }
             _ = out.closed() => return,
         }
     }

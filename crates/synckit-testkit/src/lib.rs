@@ -1,7 +1,8 @@
-//! Test support for synckit: conformance suites every store and transport runs, and a
-//! deterministic multi-node simulation harness.
+//! Test support for synckit: conformance suites every store and transport runs, the hub's HTTP
+//! contract checked over raw HTTP, and a deterministic multi-node simulation harness.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a panic is a failed test.
 
+pub mod hub_suite;
 pub mod sim;
 pub mod store_suite;
 pub mod transport_suite;

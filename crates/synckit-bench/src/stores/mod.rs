@@ -5,6 +5,8 @@ mod postgres;
 mod sled;
 mod sqlite;
 
+pub(crate) use sled::raw_sled;
+
 use anyhow::Result;
 use serde_json::json;
 use synckit_types::{Event, Hlc};
@@ -71,17 +73,33 @@ impl Workload {
     }
 }
 
-/// Run every backend's benchmark and print the figures.
-pub async fn run(quick: bool) -> Result<()> {
+/// The backends, by the names `cargo xtask bench stores [name...]` selects them with.
+const BACKENDS: &[&str] = &["sled", "sqlite", "postgres"];
+
+/// Run the benchmark of each backend in `only` (every backend when empty) and print the figures.
+pub async fn run(quick: bool, only: &[&str]) -> Result<()> {
+    if let Some(unknown) = only.iter().find(|n| !BACKENDS.contains(n)) {
+        anyhow::bail!(
+            "no store named {unknown:?}; available: {}",
+            BACKENDS.join(", ")
+        );
+    }
+    let wanted = |name: &str| only.is_empty() || only.contains(&name);
     let workload = Workload::new(quick);
     println!(
         "stores: {} events per run in batches of {}, {}-byte payloads, {} run(s), median reported",
         workload.events, workload.batch, workload.payload, workload.runs
     );
     let mut figures: Vec<Figure> = Vec::new();
-    figures.extend(sled::bench(&workload).await?);
-    figures.extend(sqlite::bench(&workload).await?);
-    figures.extend(postgres::bench(&workload).await?);
+    if wanted("sled") {
+        figures.extend(sled::bench(&workload).await?);
+    }
+    if wanted("sqlite") {
+        figures.extend(sqlite::bench(&workload).await?);
+    }
+    if wanted("postgres") {
+        figures.extend(postgres::bench(&workload).await?);
+    }
     let ok = print_table("stores", &figures);
     if !ok {
         anyhow::bail!("a target was missed");

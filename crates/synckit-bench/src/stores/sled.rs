@@ -140,7 +140,7 @@ pub async fn bench(workload: &Workload) -> Result<Vec<Figure>> {
 
 /// Raw sled with the same events as serde_json bytes: one batch insert and a flush per batch,
 /// then a full scan that decodes every event. Returns (append, scan) in events/s.
-fn raw_sled(path: &std::path::Path, batches: &[Vec<Event>]) -> Result<(f64, f64)> {
+pub(crate) fn raw_sled(path: &std::path::Path, batches: &[Vec<Event>]) -> Result<(f64, f64)> {
     let db = sled::Config::new()
         .path(path)
         .cache_capacity(DEFAULT_CACHE_CAPACITY)
