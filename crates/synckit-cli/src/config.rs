@@ -17,6 +17,7 @@
 //! hub = "http://127.0.0.1:7700"
 //! token = "s3cret"
 //! resolver = "lww"            # lww | fww | merge | review
+//! rules = "./rules.yaml"      # a rules file instead of one resolver (see synckit-resolve)
 //! batch_size = 100
 //! page_size = 500
 //! ```
@@ -66,6 +67,7 @@ pub struct NodeFile {
     pub hub: Option<String>,
     pub token: Option<String>,
     pub resolver: Option<String>,
+    pub rules: Option<PathBuf>,
     pub batch_size: Option<usize>,
     pub page_size: Option<usize>,
 }

@@ -51,6 +51,8 @@ enum Command {
     /// List or decide conflicts parked for review.
     #[command(subcommand)]
     Conflicts(node_cmd::ConflictsCommand),
+    /// List recorded conflict decisions, or what depends on one.
+    Audit(node_cmd::AuditArgs),
 }
 
 fn main() -> ExitCode {
@@ -99,5 +101,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => node_cmd::status(args, file.node).await,
         Command::Watch(args) => node_cmd::watch(args, file.node).await,
         Command::Conflicts(command) => node_cmd::conflicts(command, file.node).await,
+        Command::Audit(args) => node_cmd::audit(args, file.node).await,
     }
 }

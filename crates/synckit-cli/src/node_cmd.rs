@@ -1,4 +1,4 @@
-//! The node commands: append, sync/push/pull, log, status, watch, conflicts.
+//! The node commands: append, sync/push/pull, log, status, watch, conflicts, audit.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -9,9 +9,11 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use offline::OfflineTransport;
 use serde_json::{Value, json};
+use synckit::resolve::audit::{self, AuditFilter, Dependency};
+use synckit::resolve::{ReloadingResolver, RulesLoader, StrategyRegistry};
 use synckit::{
-    Config, DynTransport, Event, HttpTransport, Node, NodeStoreExt, ReviewChoice, SledStore,
-    SyncResult,
+    AggregateId, AuditRecord, Config, DynResolver, DynTransport, Event, HttpTransport, Node,
+    NodeStoreExt, ReviewChoice, SledStore, SyncResult,
 };
 
 use crate::config::NodeFile;
@@ -71,8 +73,12 @@ pub struct HubOptions {
     #[arg(long, value_name = "T")]
     token: Option<String>,
     /// Conflict resolver: lww (default), fww, merge or review.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", conflicts_with = "rules")]
     resolver: Option<String>,
+    /// Decide conflicts by this YAML or JSON rules file (see synckit-resolve's RULES.md);
+    /// `watch` reloads it when it changes.
+    #[arg(long, value_name = "FILE")]
+    rules: Option<PathBuf>,
 }
 
 /// Options of `synckit log` and `synckit status`.
@@ -116,6 +122,40 @@ pub struct ResolveArgs {
     /// Keep the local events (they sync next) or the remote ones (the local ones are dropped).
     #[arg(long, value_parser = ["local", "remote"])]
     keep: String,
+}
+
+/// Options of `synckit audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    node: NodeOptions,
+    /// Only decisions about this aggregate.
+    #[arg(long, value_name = "ID")]
+    aggregate: Option<String>,
+    /// Only decisions by this rule (full `group.rule` name).
+    #[arg(long, value_name = "NAME")]
+    rule: Option<String>,
+    /// Only decisions in this rule group or its subgroups.
+    #[arg(long, value_name = "PATH")]
+    group: Option<String>,
+    /// Only decisions at or after this time (milliseconds since the Unix epoch).
+    #[arg(long, value_name = "MS")]
+    since: Option<u64>,
+    /// Only decisions before this time (milliseconds since the Unix epoch).
+    #[arg(long, value_name = "MS")]
+    until: Option<u64>,
+    /// Start after this decision id (the `next` of a previous page).
+    #[arg(long, value_name = "ID")]
+    after: Option<String>,
+    /// At most this many decisions (1 to 1000).
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    limit: usize,
+    /// Instead of listing, show which later decisions depend on this one (rollback analysis).
+    #[arg(long, value_name = "ID", conflicts_with_all = ["aggregate", "rule", "group", "since", "until", "after"])]
+    dependents: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Which way a sync goes.
@@ -169,6 +209,16 @@ async fn open(
     hub: Option<&HubOptions>,
     file: &NodeFile,
 ) -> anyhow::Result<Node> {
+    open_with(options, hub, file, false).await
+}
+
+/// [`open`], following the rules file for changes when `follow_rules`.
+async fn open_with(
+    options: &NodeOptions,
+    hub: Option<&HubOptions>,
+    file: &NodeFile,
+    follow_rules: bool,
+) -> anyhow::Result<Node> {
     let dir = data_dir(options, file);
     let store = Arc::new(
         SledStore::open(&dir)
@@ -186,11 +236,11 @@ async fn open(
         }
         None => Arc::new(OfflineTransport),
     };
-    let resolver_name = hub
-        .and_then(|h| h.resolver.clone())
-        .or_else(|| file.resolver.clone())
-        .unwrap_or_else(|| "lww".to_owned());
-    let mut config = Config::default();
+    let resolver = resolver(hub, file, follow_rules)?;
+    let mut config = Config {
+        origin: Some("cli".to_owned()),
+        ..Config::default()
+    };
     if let Some(n) = file.batch_size {
         config.batch_size = n;
     }
@@ -200,10 +250,40 @@ async fn open(
     Ok(Node::builder()
         .store(store)
         .transport(transport)
-        .resolver(synckit::resolve::by_name(&resolver_name)?)
+        .resolver(resolver)
         .config(config)
         .open()
         .await?)
+}
+
+/// The resolver the options name: a rules file (reloaded on change when `follow`), or a
+/// built-in strategy (lww by default).
+fn resolver(
+    hub: Option<&HubOptions>,
+    file: &NodeFile,
+    follow: bool,
+) -> anyhow::Result<DynResolver> {
+    let rules = hub.and_then(|h| h.rules.clone()).or_else(|| {
+        // A resolver named on the command line wins over rules named in the file.
+        hub.and_then(|h| h.resolver.as_ref())
+            .is_none()
+            .then(|| file.rules.clone())
+            .flatten()
+    });
+    if let Some(path) = rules {
+        let loader = RulesLoader::new(StrategyRegistry::new());
+        if follow {
+            // Reloads are logged by the resolver: a refused version at warn level.
+            let reloading = ReloadingResolver::builder(loader, &path).build()?;
+            return Ok(Arc::new(reloading));
+        }
+        return Ok(Arc::new(loader.load_file(&path)?));
+    }
+    let name = hub
+        .and_then(|h| h.resolver.clone())
+        .or_else(|| file.resolver.clone())
+        .unwrap_or_else(|| "lww".to_owned());
+    Ok(synckit::resolve::by_name(&name)?)
 }
 
 pub async fn append(args: AppendArgs, file: NodeFile) -> anyhow::Result<()> {
@@ -375,7 +455,7 @@ pub async fn status(args: LogArgs, file: NodeFile) -> anyhow::Result<()> {
 }
 
 pub async fn watch(args: WatchArgs, file: NodeFile) -> anyhow::Result<()> {
-    let node = open(&args.node, Some(&args.hub), &file).await?;
+    let node = open_with(&args.node, Some(&args.hub), &file, true).await?;
     let stop = tokio_util::sync::CancellationToken::new();
     let mut results = node.subscribe();
     let json = args.json;
@@ -445,4 +525,99 @@ pub async fn conflicts(command: ConflictsCommand, file: NodeFile) -> anyhow::Res
             Ok(())
         }
     }
+}
+
+pub async fn audit(args: AuditArgs, file: NodeFile) -> anyhow::Result<()> {
+    let node = open(&args.node, None, &file).await?;
+    let listed = list_audit(&node, &args).await;
+    node.close().await?;
+    listed
+}
+
+async fn list_audit(node: &Node, args: &AuditArgs) -> anyhow::Result<()> {
+    let store = node.store();
+    if let Some(id) = &args.dependents {
+        let analysis = audit::rollback_analysis(&**store, id).await?;
+        if args.json {
+            let dependents: Vec<Value> = analysis
+                .dependents
+                .iter()
+                .map(|d| {
+                    let (by, events) = match &d.dependency {
+                        Dependency::Events(ids) => ("events", ids.clone()),
+                        Dependency::State => ("state", Vec::new()),
+                    };
+                    json!({ "record": d.record, "depends_by": by, "events": events })
+                })
+                .collect();
+            println!(
+                "{}",
+                json!({ "decision": analysis.decision, "dependents": dependents })
+            );
+            return Ok(());
+        }
+        println!("{}", audit_line(&analysis.decision));
+        if analysis.dependents.is_empty() {
+            println!("no later decision depends on it");
+        }
+        for d in &analysis.dependents {
+            let why = match &d.dependency {
+                Dependency::Events(ids) => format!(
+                    "decided about event(s) it wrote: {}",
+                    ids.iter()
+                        .map(|i| i.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                Dependency::State => "decided later on the state it left".to_owned(),
+            };
+            println!("  depends: {}  ({why})", audit_line(&d.record));
+        }
+        return Ok(());
+    }
+    let filter = AuditFilter {
+        aggregate_id: args
+            .aggregate
+            .as_deref()
+            .map(AggregateId::new)
+            .transpose()?,
+        from_ms: args.since,
+        to_ms: args.until,
+        rule: args.rule.clone(),
+        group: args.group.clone(),
+    };
+    let page = audit::query(&**store, &filter, args.after.clone(), args.limit).await?;
+    if args.json {
+        println!("{}", json!({ "records": page.records, "next": page.next }));
+        return Ok(());
+    }
+    if page.records.is_empty() {
+        println!("no decisions recorded");
+    }
+    for record in &page.records {
+        println!("{}", audit_line(record));
+    }
+    if let Some(next) = page.next {
+        println!("more: --after {next}");
+    }
+    Ok(())
+}
+
+/// One decision on one line: id, time, aggregate, decision, strategy, rule or fallback, why.
+fn audit_line(r: &AuditRecord) -> String {
+    let by = match (&r.rule, &r.group) {
+        (Some(rule), _) => format!(" rule {rule}"),
+        (None, Some(group)) => format!(" group {group} fallback"),
+        (None, None) => String::new(),
+    };
+    format!(
+        "{}  at {}  {}  {} by {}{}: {}",
+        r.id,
+        r.at,
+        r.conflict.aggregate_id,
+        r.decision.as_str(),
+        r.strategy,
+        by,
+        r.reason
+    )
 }

@@ -157,6 +157,106 @@ fn errors_are_one_line_and_a_non_zero_exit() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown"));
 }
 
+const RULES: &str = r#"
+version: 1
+name: cli
+settings:
+  default_fallback: lww
+groups:
+  - name: tasks
+    conditions:
+      aggregate_ids: ["task-*"]
+    rules:
+      - name: hold
+        conditions:
+          event_types: [Renamed]
+        strategy: review
+"#;
+
+#[test]
+fn a_rules_file_decides_and_audit_lists_the_decisions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let rules = tmp.path().join("rules.yaml");
+    std::fs::write(&rules, RULES).unwrap();
+    let rules = rules.to_str().unwrap();
+    let hub = Hub::start(&["--store", "memory"]);
+    let rename = |dir: &Path, title: &str| {
+        let payload = format!(r#"{{"title":"{title}"}}"#);
+        ok(
+            dir,
+            &[
+                "append",
+                "--aggregate",
+                "task-1",
+                "--kind",
+                "Renamed",
+                "--payload",
+                &payload,
+            ],
+        );
+    };
+    rename(&a, "first");
+    ok(&a, &["sync", "--hub", &hub.url]);
+    ok(&b, &["sync", "--hub", &hub.url]);
+    rename(&a, "by a");
+    rename(&b, "by b");
+    ok(&a, &["sync", "--hub", &hub.url]);
+    let result: Value = serde_json::from_str(&ok(
+        &b,
+        &["sync", "--hub", &hub.url, "--rules", rules, "--json"],
+    ))
+    .unwrap();
+    assert_eq!(result["conflicts"], 1);
+    assert_eq!(result["decisions"][0]["rule"], "tasks.hold");
+
+    // The parked conflict names the rule that parked it.
+    let listed = ok(&b, &["conflicts", "list"]);
+    assert!(listed.contains("rule tasks.hold"), "{listed}");
+    let reviews: Value = serde_json::from_str(&ok(&b, &["conflicts", "list", "--json"])).unwrap();
+    let review_id = reviews[0]["id"].as_str().unwrap().to_owned();
+    ok(&b, &["conflicts", "resolve", &review_id, "--keep", "local"]);
+
+    // Two decisions on task-1: the rule's, then the application's.
+    let trail: Value =
+        serde_json::from_str(&ok(&b, &["audit", "--aggregate", "task-1", "--json"])).unwrap();
+    let records = trail["records"].as_array().unwrap();
+    assert_eq!(records.len(), 2, "{trail}");
+    assert_eq!(records[0]["decision"], "review");
+    assert_eq!(records[0]["rule"], "tasks.hold");
+    assert_eq!(records[0]["group"], "tasks");
+    assert_eq!(records[0]["context"]["origin"], "cli");
+    assert_eq!(records[0]["changed_fields"], serde_json::json!(["title"]));
+    assert_eq!(records[1]["strategy"], "application");
+    let text = ok(&b, &["audit", "--rule", "tasks.hold"]);
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(
+        text.contains("review by manual_review rule tasks.hold"),
+        "{text}"
+    );
+    assert!(ok(&b, &["audit", "--aggregate", "other"]).contains("no decisions recorded"));
+    let first = records[0]["id"].as_str().unwrap();
+    let dependents = ok(&b, &["audit", "--dependents", first]);
+    assert!(
+        dependents.contains(&format!("depends: {}", records[1]["id"].as_str().unwrap())),
+        "{dependents}"
+    );
+
+    // A rules file with a typo is one clear line naming its position, and nothing syncs.
+    let bad = tmp.path().join("bad.yaml");
+    std::fs::write(&bad, RULES.replace("strategy: review", "strategy: reveiw")).unwrap();
+    let out = synckit(
+        &b,
+        &["sync", "--hub", &hub.url, "--rules", bad.to_str().unwrap()],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("bad.yaml:14:"), "{stderr}");
+    assert!(stderr.contains("reveiw"), "{stderr}");
+    assert!(hub.terminate().success());
+}
+
 /// Run `synckit <args>` with debug logs of the node engine, kill it with SIGKILL once `count`
 /// lines containing `marker` appeared on stderr. Returns whether it was killed before finishing.
 fn kill_after(dir: &Path, args: &[&str], marker: &str, count: usize) -> bool {

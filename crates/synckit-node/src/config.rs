@@ -104,6 +104,9 @@ pub struct Config {
     pub user: Option<String>,
     /// Application session recorded with resolver decisions.
     pub session: Option<String>,
+    /// Where decisions are asked for (an application or tool name, e.g. `cli`), recorded with
+    /// resolver decisions.
+    pub origin: Option<String>,
 }
 
 impl Default for Config {
@@ -121,6 +124,7 @@ impl Default for Config {
             max_clock_drift_ms: DEFAULT_MAX_DRIFT_MS,
             user: None,
             session: None,
+            origin: None,
         }
     }
 }
@@ -219,6 +223,11 @@ impl ConfigBuilder {
     pub fn identity(mut self, user: Option<String>, session: Option<String>) -> Self {
         self.0.user = user;
         self.0.session = session;
+        self
+    }
+    /// See [`Config::origin`].
+    pub fn origin(mut self, origin: impl Into<String>) -> Self {
+        self.0.origin = Some(origin.into());
         self
     }
     /// Validate and return the configuration.

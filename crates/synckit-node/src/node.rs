@@ -520,6 +520,7 @@ impl Node {
         let mut conflicts: BTreeMap<AggregateId, u64> = BTreeMap::new();
         let mut after = 0;
         let mut committing: Option<plan::PushPlan> = None;
+        let context = self.resolution_context();
         loop {
             let send = async {
                 loop {
@@ -563,7 +564,7 @@ impl Node {
                 return Ok(conflicts);
             };
             tally.saw_head(report.head);
-            let plan = plan::plan_push(&batch, &report, &inner.node_id, self.now_ms())?;
+            let plan = plan::plan_push(&batch, &report, &context, self.now_ms())?;
             for (aggregate, version) in &plan.conflicts {
                 let entry = conflicts.entry(aggregate.clone()).or_insert(0);
                 *entry = (*entry).max(*version);
@@ -674,11 +675,7 @@ impl Node {
         tally: &mut Tally,
     ) -> Result<()> {
         let inner = &self.inner;
-        let context = ResolutionContext {
-            node_id: Some(inner.node_id.clone()),
-            user: inner.config.user.clone(),
-            session: inner.config.session.clone(),
-        };
+        let context = self.resolution_context();
         for (aggregate, reported) in conflicts {
             // The base cannot move while we fetch: appends only add after it, and only this
             // (exclusive) sync run confirms or rebases pending events. So the hub is read
@@ -717,16 +714,16 @@ impl Node {
                 Ok(resolution) => resolution,
                 Err(e) => {
                     warn!(node = %inner.node_id, %aggregate, error = %e, "resolver failed");
-                    Resolution {
-                        decision: Decision::Review,
-                        strategy: "resolver_error".to_owned(),
-                        rule: None,
-                        reason: format!("the resolver failed, parked for review: {e}"),
-                    }
+                    Resolution::new(
+                        Decision::Review,
+                        "resolver_error",
+                        format!("the resolver failed, parked for review: {e}"),
+                    )
                 }
             };
             let duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-            let (write, resolution) = self.plan_or_park(&conflict, resolution, duration_us)?;
+            let (write, resolution) =
+                self.plan_or_park(&conflict, resolution, duration_us, &context)?;
             inner.store.commit(write).await?;
             info!(
                 node = %inner.node_id,
@@ -748,6 +745,17 @@ impl Node {
         Ok(())
     }
 
+    /// Node, user, session and origin recorded with each decision this node makes.
+    fn resolution_context(&self) -> ResolutionContext {
+        let config = &self.inner.config;
+        ResolutionContext {
+            node_id: Some(self.inner.node_id.clone()),
+            user: config.user.clone(),
+            session: config.session.clone(),
+            origin: config.origin.clone(),
+        }
+    }
+
     /// Plan `resolution`; a decision that cannot be carried out (say, a merge that produced an
     /// event for another aggregate) parks the conflict for review instead.
     fn plan_or_park(
@@ -755,6 +763,7 @@ impl Node {
         conflict: &Conflict,
         resolution: Resolution,
         duration_us: u64,
+        context: &ResolutionContext,
     ) -> Result<(NodeWrite, Resolution)> {
         let mut hlc = lock(&self.inner.hlc)?;
         let now = self.now_ms();
@@ -768,6 +777,7 @@ impl Node {
                 now_ms: now,
                 duration_us,
                 decided_by: node.as_str(),
+                context,
             },
         );
         match first {
@@ -775,9 +785,8 @@ impl Node {
             Err(e) => {
                 let parked = Resolution {
                     decision: Decision::Review,
-                    strategy: resolution.strategy,
-                    rule: resolution.rule,
                     reason: format!("decision could not be applied, parked for review: {e}"),
+                    ..resolution
                 };
                 let write = plan::plan_resolution(
                     conflict,
@@ -788,6 +797,7 @@ impl Node {
                         now_ms: now,
                         duration_us,
                         decided_by: node.as_str(),
+                        context,
                     },
                 )?;
                 Ok((write, parked))
@@ -888,15 +898,15 @@ impl Node {
                 Decision::Merge(events)
             }
         };
-        let resolution = Resolution {
+        let resolution = Resolution::new(
             decision,
-            strategy: "application".to_owned(),
-            rule: None,
-            reason: format!(
+            "application",
+            format!(
                 "resolved from the review queue (parked because: {})",
                 entry.reason
             ),
-        };
+        );
+        let context = self.resolution_context();
         let mut write = {
             let mut hlc = lock(&inner.hlc)?;
             plan::plan_resolution(
@@ -908,6 +918,7 @@ impl Node {
                     now_ms: self.now_ms(),
                     duration_us: 0,
                     decided_by: "application",
+                    context: &context,
                 },
             )?
         };

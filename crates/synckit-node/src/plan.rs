@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashSet};
 
 use synckit_types::{
     AggregateId, AppendOutcome, AppendReport, AuditRecord, Conflict, Decision, Error, ErrorSummary,
-    Event, EventId, Filter, HlcState, NodeId, NodeWrite, Page, Resolution, Result, ReviewEntry,
-    Seq, StoredEvent, new_record_id,
+    Event, EventId, Filter, HlcState, NodeId, NodeWrite, Page, Resolution, ResolutionContext,
+    Result, ReviewEntry, Seq, StoredEvent, new_record_id,
 };
 
 /// What one push round changes.
@@ -31,7 +31,7 @@ pub(crate) struct PushPlan {
 pub(crate) fn plan_push(
     batch: &[Event],
     report: &AppendReport,
-    node: &NodeId,
+    context: &ResolutionContext,
     now_ms: u64,
 ) -> Result<PushPlan> {
     if report.results.len() != batch.len() {
@@ -91,23 +91,22 @@ pub(crate) fn plan_push(
                     local: vec![event.clone()],
                     remote: Vec::new(),
                 };
-                let resolution = Resolution {
-                    decision: Decision::Review,
-                    strategy: "hub_rejection".to_owned(),
-                    rule: None,
-                    reason: reason.clone(),
-                };
+                let resolution = Resolution::new(Decision::Review, "hub_rejection", reason.clone());
                 plan.write.remove_pending.push(event.id.clone());
                 plan.write
                     .put_reviews
                     .push(review_entry(&conflict, &resolution, now_ms));
+                let decided_by = context.node_id.as_ref().map_or("node", NodeId::as_str);
                 plan.write.audit.push(audit_record(
                     &conflict,
                     &resolution,
                     Vec::new(),
-                    node.as_str(),
-                    now_ms,
-                    0,
+                    AuditInputs {
+                        context,
+                        decided_by,
+                        now_ms,
+                        duration_us: 0,
+                    },
                 ));
                 plan.rejections.extend(result.rejection());
             }
@@ -200,6 +199,7 @@ pub(crate) struct ResolutionInputs<'a> {
     pub now_ms: u64,
     pub duration_us: u64,
     pub decided_by: &'a str,
+    pub context: &'a ResolutionContext,
 }
 
 /// Plan carrying out `resolution` of `conflict`: one atomic write with the audit record.
@@ -264,9 +264,12 @@ pub(crate) fn plan_resolution(
         conflict,
         resolution,
         result,
-        inputs.decided_by,
-        inputs.now_ms,
-        inputs.duration_us,
+        AuditInputs {
+            context: inputs.context,
+            decided_by: inputs.decided_by,
+            now_ms: inputs.now_ms,
+            duration_us: inputs.duration_us,
+        },
     ));
     Ok(write)
 }
@@ -282,25 +285,39 @@ pub(crate) fn review_entry(conflict: &Conflict, resolution: &Resolution, now: u6
     }
 }
 
+/// Who, when and how long, for one audit record.
+pub(crate) struct AuditInputs<'a> {
+    pub context: &'a ResolutionContext,
+    pub decided_by: &'a str,
+    pub now_ms: u64,
+    pub duration_us: u64,
+}
+
 pub(crate) fn audit_record(
     conflict: &Conflict,
     resolution: &Resolution,
     result: Vec<Event>,
-    decided_by: &str,
-    now: u64,
-    duration_us: u64,
+    inputs: AuditInputs<'_>,
 ) -> AuditRecord {
     AuditRecord {
         id: new_record_id(),
-        at: now,
+        at: inputs.now_ms,
         decision: resolution.decision.kind(),
         strategy: resolution.strategy.clone(),
         rule: resolution.rule.clone(),
+        group: resolution.group.clone(),
         reason: resolution.reason.clone(),
+        kind: conflict
+            .local
+            .last()
+            .map(|e| e.kind.clone())
+            .unwrap_or_default(),
+        changed_fields: conflict.changed_fields(),
+        context: inputs.context.clone(),
         conflict: conflict.clone(),
         result,
-        decided_by: decided_by.to_owned(),
-        duration_us,
+        decided_by: inputs.decided_by.to_owned(),
+        duration_us: inputs.duration_us,
     }
 }
 
@@ -311,6 +328,13 @@ mod tests {
 
     fn node() -> NodeId {
         NodeId::new("n1").unwrap()
+    }
+
+    fn context() -> ResolutionContext {
+        ResolutionContext {
+            node_id: Some(node()),
+            ..ResolutionContext::default()
+        }
     }
 
     fn event(id: &str, agg: &str, expected: Option<u64>) -> Event {
@@ -379,7 +403,7 @@ mod tests {
             ],
             head: Seq(6),
         };
-        let plan = plan_push(&batch, &report, &node(), 0).unwrap();
+        let plan = plan_push(&batch, &report, &context(), 0).unwrap();
         assert_eq!(plan.stored, 2);
         assert_eq!(plan.write.confirm.len(), 2);
         assert_eq!(plan.write.confirm[1].seq, Seq(6));
@@ -400,12 +424,12 @@ mod tests {
             results: vec![],
             head: Seq(0),
         };
-        assert!(plan_push(&batch, &short, &node(), 0).is_err());
+        assert!(plan_push(&batch, &short, &context(), 0).is_err());
         let wrong_id = AppendReport {
             results: vec![result("zz", AppendOutcome::Conflict { current_version: 1 })],
             head: Seq(0),
         };
-        assert!(plan_push(&batch, &wrong_id, &node(), 0).is_err());
+        assert!(plan_push(&batch, &wrong_id, &context(), 0).is_err());
         let past_head = AppendReport {
             results: vec![result(
                 "a",
@@ -417,7 +441,7 @@ mod tests {
             )],
             head: Seq(3),
         };
-        assert!(plan_push(&batch, &past_head, &node(), 0).is_err());
+        assert!(plan_push(&batch, &past_head, &context(), 0).is_err());
     }
 
     fn page(events: Vec<StoredEvent>, next: u64, has_more: bool, head: u64) -> Page {
@@ -470,12 +494,7 @@ mod tests {
 
     fn resolve(decision: Decision) -> Result<NodeWrite> {
         let mut hlc = HlcState::new(Hlc::new(5, 0), 1000);
-        let resolution = Resolution {
-            decision,
-            strategy: "s".into(),
-            rule: None,
-            reason: "r".into(),
-        };
+        let resolution = Resolution::new(decision, "s", "r");
         plan_resolution(
             &conflict(),
             &resolution,
@@ -485,6 +504,7 @@ mod tests {
                 now_ms: 10,
                 duration_us: 1,
                 decided_by: "n1",
+                context: &context(),
             },
         )
     }

@@ -350,15 +350,14 @@ impl Engine {
             && events > max
         {
             let labels = self.labels(&self.root, None, Via::Limit);
-            let resolution = Resolution {
-                decision: Decision::Review,
-                strategy: "limit".to_owned(),
-                rule: None,
-                reason: format!(
+            let resolution = Resolution::new(
+                Decision::Review,
+                "limit",
+                format!(
                     "the conflict carries {events} events, more than the limit of {max}; \
                      parked for review without evaluating rules"
                 ),
-            };
+            );
             labels.review("limit");
             return Ok(self.finish(conflict, resolution, &labels, started, span));
         }
@@ -402,11 +401,13 @@ impl Engine {
             }
         };
         let labels = self.labels(group, rule, via);
+        let group_path = (!group.path.is_empty()).then(|| group.path.to_string());
         span.record("rule", field::display(&labels.rule));
         span.record("group", field::display(&labels.group));
 
         match with_timeout(strategy.resolve(conflict, context), self.timeout).await {
             Ok(Ok(mut resolution)) => {
+                resolution.group = group_path;
                 match via {
                     Via::Rule => resolution.rule = rule.map(|r| r.name.to_string()),
                     Via::GroupFallback => {
@@ -449,10 +450,9 @@ impl Engine {
                     hook.error(conflict, &error);
                 }
                 let resolution = Resolution {
-                    decision: Decision::Review,
-                    strategy: "timeout".to_owned(),
                     rule: rule.map(|r| r.name.to_string()),
-                    reason,
+                    group: group_path,
+                    ..Resolution::new(Decision::Review, "timeout", reason)
                 };
                 Ok(self.finish(conflict, resolution, &labels, started, span))
             }

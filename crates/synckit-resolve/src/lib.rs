@@ -48,11 +48,18 @@
 //! [`ReloadingResolver`] follows a file: a valid new version replaces the rule set atomically,
 //! an invalid one keeps the old set and is reported.
 //!
+//! # Audit
+//! The node records every decision, with its rule, group, context and the state before and
+//! after, in its store. [`audit::query`] lists them by aggregate, time range, rule or group, a
+//! page at a time; [`audit::rollback_analysis`] lists the later decisions on the same aggregate
+//! that depend on one.
+//!
 //! # Stability
 //! Stable in 0.1: the strategies, [`Spec`] and the built-in specs, the resolvers' builders,
 //! and the rules file format version 1. Not yet stable: [`RulesDocument`] and its parts (fields
 //! will be added), the text of [`CompositeResolver::describe`], and metric label sets.
 
+pub mod audit;
 mod config;
 mod engine;
 mod error;

@@ -54,6 +54,7 @@ fn decide(local_wins: bool, strategy: &str, reason: String) -> Resolution {
         },
         strategy: strategy.to_owned(),
         rule: None,
+        group: None,
         reason,
     }
 }
@@ -123,6 +124,7 @@ impl AdditiveMerge {
             decision: Decision::Merge(conflict.local.clone()),
             strategy: "additive_merge".to_owned(),
             rule: None,
+            group: None,
             reason: format!(
                 "keep both: {} local event(s) rebased after {} remote event(s)",
                 conflict.local.len(),
@@ -139,6 +141,7 @@ impl ManualReview {
             decision: Decision::Review,
             strategy: "manual_review".to_owned(),
             rule: None,
+            group: None,
             reason: format!(
                 "{} local and {} remote event(s) await the application's decision",
                 conflict.local.len(),

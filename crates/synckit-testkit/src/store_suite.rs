@@ -36,7 +36,8 @@ use synckit_types::{
     AggregateHead, AggregateId, AppendOutcome, AppendReport, AuditQuery, AuditRecord, Conflict,
     DecisionKind, DynEventStore, DynNodeStore, ErrorKind, Event, EventId, EventStoreExt, Filter,
     Hlc, MAX_KIND_LEN, MAX_PAGE_SIZE, NodeId, NodeState, NodeStoreExt, NodeWrite, Page,
-    PendingEvent, ReadRequest, RejectCode, Result, ReviewEntry, Seq, StoredEvent, TenantId,
+    PendingEvent, ReadRequest, RejectCode, ResolutionContext, Result, ReviewEntry, Seq,
+    StoredEvent, TenantId,
 };
 use tokio::task::yield_now;
 
@@ -345,8 +346,17 @@ fn audit_record(id: &str, aggregate: &str) -> AuditRecord {
         at: 1_700_000_000_000,
         decision: DecisionKind::Merge,
         strategy: "merge_fields".to_owned(),
-        rule: None,
+        rule: Some("orders.merge_totals".to_owned()),
+        group: Some("orders".to_owned()),
         reason: format!("decided {id}"),
+        kind: "OrderUpdated".to_owned(),
+        changed_fields: vec!["title".to_owned()],
+        context: ResolutionContext {
+            node_id: Some(NodeId::new("node-a").unwrap()),
+            user: Some("ada".to_owned()),
+            session: Some("s-1".to_owned()),
+            origin: Some("sync".to_owned()),
+        },
         conflict: conflict_on(aggregate),
         result: vec![event_data("merged-1", aggregate, json!({"title": "both"}))],
         decided_by: "resolver".to_owned(),

@@ -57,6 +57,9 @@ pub struct ResolutionContext {
     /// The application session, when the application says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<String>,
+    /// Where the resolution was asked for, e.g. `sync`, `cli` or an application's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 /// What to do with the pending local events of a conflict.
@@ -121,8 +124,24 @@ pub struct Resolution {
     /// The rule that matched, for rule-based resolvers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
+    /// The rule group that decided (by a rule or its fallback), for grouped resolvers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
     /// Human-readable reasons.
     pub reason: String,
+}
+
+impl Resolution {
+    /// A decision by `strategy`, with no rule or group.
+    pub fn new(decision: Decision, strategy: impl Into<String>, reason: impl Into<String>) -> Self {
+        Resolution {
+            decision,
+            strategy: strategy.into(),
+            rule: None,
+            group: None,
+            reason: reason.into(),
+        }
+    }
 }
 
 /// Decides conflicts. Must be deterministic: the same conflict gives the same decision on every

@@ -17,7 +17,7 @@ use crate::hlc::Hlc;
 use crate::id::{AggregateId, EventId, NodeId, TenantId};
 use crate::outcome::AppendReport;
 use crate::query::{Page, ReadRequest};
-use crate::resolve::{Conflict, DecisionKind};
+use crate::resolve::{Conflict, DecisionKind, ResolutionContext};
 use crate::seq::Seq;
 
 /// A hub's storage: one append-only, totally ordered log per tenant.
@@ -124,8 +124,20 @@ pub struct AuditRecord {
     /// The rule that matched, for rule-based resolvers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
+    /// The rule group that decided, for grouped resolvers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
     /// Why.
     pub reason: String,
+    /// The event kind of the conflict (that of the last local event).
+    #[serde(default)]
+    pub kind: String,
+    /// The `data` fields whose values differ between the two sides ([`Conflict::changed_fields`]).
+    #[serde(default)]
+    pub changed_fields: Vec<String>,
+    /// Node, user, session and origin the resolution ran for.
+    #[serde(default)]
+    pub context: ResolutionContext,
     /// The conflict as the resolver saw it (the state before).
     pub conflict: Conflict,
     /// The events put back into the outbox (the state after; empty when dropped or parked).
