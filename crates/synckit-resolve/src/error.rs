@@ -35,6 +35,58 @@ impl Position {
     }
 }
 
+/// Positions of byte offsets in one text, each found in O(log lines) after one pass over the
+/// text: [`Position::of_offset`] scans from the start, which is quadratic over the thousands of
+/// values of a large rules file (all on one line, when the JSON is compact).
+pub(crate) struct LineIndex<'a> {
+    text: &'a str,
+    /// Byte offset where each line starts.
+    starts: Vec<usize>,
+    /// Whether each line is ASCII, so a column is a byte difference.
+    ascii: Vec<bool>,
+}
+
+impl<'a> LineIndex<'a> {
+    pub(crate) fn new(text: &'a str) -> Self {
+        let mut starts = vec![0];
+        let mut ascii = Vec::new();
+        let mut line_ascii = true;
+        for (i, b) in text.bytes().enumerate() {
+            line_ascii &= b.is_ascii();
+            if b == b'\n' {
+                starts.push(i + 1);
+                ascii.push(line_ascii);
+                line_ascii = true;
+            }
+        }
+        ascii.push(line_ascii);
+        LineIndex {
+            text,
+            starts,
+            ascii,
+        }
+    }
+
+    /// The same as [`Position::of_offset`] on the indexed text.
+    pub(crate) fn position(&self, offset: usize) -> Position {
+        let mut offset = offset.min(self.text.len());
+        while !self.text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let line = self.starts.partition_point(|&start| start <= offset);
+        let start = self.starts[line - 1];
+        let column = if self.ascii[line - 1] {
+            offset - start
+        } else {
+            self.text[start..offset].chars().count()
+        };
+        Position {
+            line,
+            column: column + 1,
+        }
+    }
+}
+
 impl fmt::Display for Position {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "line {}, column {}", self.line, self.column)
@@ -195,6 +247,14 @@ mod tests {
         assert_eq!(Position::of_offset(text, 6), Position::new(2, 3));
         assert_eq!(Position::of_offset(text, 5), Position::new(2, 2));
         assert_eq!(Position::of_offset(text, 99), Position::new(3, 1));
+        let index = LineIndex::new(text);
+        for offset in 0..=text.len() + 2 {
+            assert_eq!(
+                index.position(offset),
+                Position::of_offset(text, offset),
+                "offset {offset}"
+            );
+        }
     }
 
     #[test]

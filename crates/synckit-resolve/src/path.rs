@@ -20,6 +20,29 @@ use crate::error::{RulesError, RulesErrorKind};
 pub struct JsonPath {
     text: String,
     pointer: String,
+    /// The pointer's reference tokens, unescaped once here: rules evaluate paths for every
+    /// conflict, and `Value::pointer` unescapes (allocating) on every call.
+    segments: Vec<Segment>,
+}
+
+/// One reference token: an object key, and the array index it denotes, if it is one.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Segment {
+    key: String,
+    index: Option<usize>,
+}
+
+impl Segment {
+    fn new(token: &str) -> Self {
+        let key = token.replace("~1", "/").replace("~0", "~");
+        // RFC 6901 array indexes: digits, no leading zero (as `Value::pointer` reads them).
+        let index = if key.starts_with('+') || (key.starts_with('0') && key.len() != 1) {
+            None
+        } else {
+            key.parse().ok()
+        };
+        Segment { key, index }
+    }
 }
 
 impl JsonPath {
@@ -75,9 +98,11 @@ impl JsonPath {
             }
             pointer
         };
+        let segments = pointer.split('/').skip(1).map(Segment::new).collect();
         Ok(JsonPath {
             text: text.to_owned(),
             pointer,
+            segments,
         })
     }
 
@@ -93,7 +118,13 @@ impl JsonPath {
 
     /// The value at this path in `value`, if there is one.
     pub fn get<'v>(&self, value: &'v Value) -> Option<&'v Value> {
-        value.pointer(&self.pointer)
+        self.segments
+            .iter()
+            .try_fold(value, |value, segment| match value {
+                Value::Object(map) => map.get(&segment.key),
+                Value::Array(items) => segment.index.and_then(|i| items.get(i)),
+                _ => None,
+            })
     }
 }
 
@@ -142,6 +173,36 @@ mod tests {
         assert_eq!(JsonPath::parse("items[1]").unwrap().get(&doc), None);
         assert_eq!(JsonPath::parse("x.y").unwrap().pointer(), "/x/y");
         assert_eq!(JsonPath::parse("m[0][1]").unwrap().pointer(), "/m/0/1");
+    }
+
+    #[test]
+    fn get_reads_what_value_pointer_reads() {
+        let doc = json!({
+            "": {"x": 1}, "a": [10, 20, {"b": [30]}], "01": "key", "0": "zero",
+            "a/b": {"~": 2}, "m": {"+1": 3, "1": 4}
+        });
+        for pointer in [
+            "/",
+            "//x",
+            "/a",
+            "/a/0",
+            "/a/1",
+            "/a/01",
+            "/a/+1",
+            "/a/2/b/0",
+            "/a/3",
+            "/a/x",
+            "/01",
+            "/0",
+            "/a~1b/~0",
+            "/m/+1",
+            "/m/1",
+            "/nope/deeper",
+            "/a/0/0",
+        ] {
+            let path = JsonPath::parse(pointer).unwrap();
+            assert_eq!(path.get(&doc), doc.pointer(pointer), "{pointer}");
+        }
     }
 
     #[test]

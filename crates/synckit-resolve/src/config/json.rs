@@ -13,17 +13,25 @@ use serde_json::value::RawValue;
 use super::tree::{Entry, Kind, Node, duplicate_key};
 use super::yaml::too_deep;
 use super::{MAX_DEPTH, MAX_NODES};
-use crate::error::{Position, RulesError, RulesErrorKind};
+use crate::error::{LineIndex, Position, RulesError, RulesErrorKind};
 
 /// Parse `text` as one JSON document.
 pub(crate) fn parse(text: &str) -> Result<Node, RulesError> {
     let raw: &RawValue = serde_json::from_str(text).map_err(syntax)?;
-    convert(text, raw, &mut Budget { nodes: 0, depth: 0 })
+    let mut state = State {
+        text,
+        lines: LineIndex::new(text),
+        nodes: 0,
+        depth: 0,
+    };
+    convert(raw, &mut state)
 }
 
-/// What a conversion may still spend: values (against [`MAX_NODES`]) and nesting (against
-/// [`MAX_DEPTH`]).
-struct Budget {
+/// The text being converted, and what a conversion may still spend: values (against
+/// [`MAX_NODES`]) and nesting (against [`MAX_DEPTH`]).
+struct State<'a> {
+    text: &'a str,
+    lines: LineIndex<'a>,
     nodes: usize,
     depth: usize,
 }
@@ -46,10 +54,10 @@ fn offset(text: &str, part: &str) -> usize {
     (part.as_ptr() as usize).saturating_sub(text.as_ptr() as usize)
 }
 
-fn convert(text: &str, raw: &RawValue, budget: &mut Budget) -> Result<Node, RulesError> {
+fn convert(raw: &RawValue, budget: &mut State<'_>) -> Result<Node, RulesError> {
     let part = raw.get();
-    let at = offset(text, part);
-    let pos = Position::of_offset(text, at);
+    let at = offset(budget.text, part);
+    let pos = budget.lines.position(at);
     budget.nodes += 1;
     if budget.nodes > MAX_NODES {
         return Err(RulesError::new(
@@ -62,34 +70,29 @@ fn convert(text: &str, raw: &RawValue, budget: &mut Budget) -> Result<Node, Rule
         return Err(too_deep(pos));
     }
     budget.depth += 1;
-    let node = convert_inner(text, part, pos, budget);
+    let node = convert_inner(part, pos, budget);
     budget.depth -= 1;
     node
 }
 
-fn convert_inner(
-    text: &str,
-    part: &str,
-    pos: Position,
-    budget: &mut Budget,
-) -> Result<Node, RulesError> {
+fn convert_inner(part: &str, pos: Position, budget: &mut State<'_>) -> Result<Node, RulesError> {
+    let text = budget.text;
     let kind = match part.as_bytes().first() {
         Some(b'{') => {
             let RawEntries(raw_entries) = serde_json::from_str(part).map_err(syntax)?;
             let mut entries: Vec<Entry> = Vec::with_capacity(raw_entries.len());
             for (key, value) in raw_entries {
                 let value_at = offset(text, value.get());
-                let key_pos = key_offset(text, value_at).map_or_else(
-                    || Position::of_offset(text, value_at),
-                    |o| Position::of_offset(text, o),
-                );
+                let key_pos = budget
+                    .lines
+                    .position(key_offset(text, value_at).unwrap_or(value_at));
                 if let Some(first) = entries.iter().find(|e| e.key == key) {
                     return Err(duplicate_key(&key, first.key_pos, key_pos));
                 }
                 entries.push(Entry {
                     key,
                     key_pos,
-                    value: convert(text, value, budget)?,
+                    value: convert(value, budget)?,
                 });
             }
             Kind::Map(entries)
@@ -99,7 +102,7 @@ fn convert_inner(
             Kind::Seq(
                 items
                     .into_iter()
-                    .map(|item| convert(text, item, budget))
+                    .map(|item| convert(item, budget))
                     .collect::<Result<_, _>>()?,
             )
         }
