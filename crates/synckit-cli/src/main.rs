@@ -4,6 +4,7 @@
 mod config;
 mod node_cmd;
 mod serve;
+mod ship;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -53,6 +54,8 @@ enum Command {
     Conflicts(node_cmd::ConflictsCommand),
     /// List recorded conflict decisions, or what depends on one.
     Audit(node_cmd::AuditArgs),
+    /// Ship new lines of a directory's *.jsonl files to the hub as events, secrets redacted.
+    Ship(ship::ShipArgs),
 }
 
 fn main() -> ExitCode {
@@ -102,5 +105,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Watch(args) => node_cmd::watch(args, file.node).await,
         Command::Conflicts(command) => node_cmd::conflicts(command, file.node).await,
         Command::Audit(args) => node_cmd::audit(args, file.node).await,
+        Command::Ship(args) => ship::run(args, file.node).await,
     }
 }
