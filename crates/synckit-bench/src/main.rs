@@ -1,7 +1,9 @@
 //! `synckit-bench`: the benchmarks `cargo xtask bench <name>` runs, in release mode.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // benchmark driver: a panic is a failed run.
 
+mod buffer;
 mod net;
+mod resolve;
 mod stats;
 mod stores;
 
@@ -27,7 +29,9 @@ fn main() -> std::process::ExitCode {
 fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(name) = args.first() else {
-        bail!("usage: synckit-bench <benchmark> [--quick] [parts...]; benchmarks: stores, net");
+        bail!(
+            "usage: synckit-bench <benchmark> [--quick] [parts...]; benchmarks: stores, net, buffer, resolve"
+        );
     };
     let quick = args.iter().any(|a| a == "--quick");
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -40,7 +44,10 @@ fn run() -> Result<()> {
         .collect();
     match name.as_str() {
         "stores" => runtime.block_on(stores::run(quick, &only)),
+        "buffer" => runtime.block_on(buffer::run(quick, &only)),
         "net" => runtime.block_on(net::run(quick, &only)),
-        other => bail!("no benchmark named {other:?}; available: stores, net"),
+        // Its own current-thread runtime: it measures one core.
+        "resolve" => resolve::run(quick),
+        other => bail!("no benchmark named {other:?}; available: stores, net, buffer, resolve"),
     }
 }
