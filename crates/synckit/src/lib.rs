@@ -7,7 +7,8 @@
 //! This facade re-exports the stable API of the synckit crates; each optional crate is behind a
 //! feature of the same name (`node`, `resolve`, `store-memory`, `transport-memory`,
 //! `store-sled`, `store-sqlite`, `store-postgres`, `transport-http`, `transport-ws`, `server`,
-//! `protocol`, `testkit`, or `full`). Start with [`prelude`].
+//! `protocol`, `buffer`, `coordinator` (with `coordinator-sled`, `coordinator-postgres`),
+//! `testkit`, or `full`). Start with [`prelude`].
 //!
 //! ```
 //! use std::sync::Arc;
@@ -81,6 +82,14 @@ pub use synckit_server as server;
 /// The wire protocol (`synckit-protocol`).
 #[cfg(feature = "protocol")]
 pub use synckit_protocol as protocol;
+
+/// The buffered write engine (`synckit-buffer`).
+#[cfg(feature = "buffer")]
+pub use synckit_buffer as buffer;
+
+/// The sync coordinator (`synckit-coordinator`).
+#[cfg(feature = "coordinator")]
+pub use synckit_coordinator as coordinator;
 
 /// Conformance suites and the simulation harness (`synckit-testkit`).
 #[cfg(feature = "testkit")]
