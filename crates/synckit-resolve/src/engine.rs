@@ -20,7 +20,7 @@ use tracing::{Instrument, field};
 
 use crate::error::{RulesError, RulesErrorKind};
 use crate::hooks::ResolverHooks;
-use crate::observe::{Labels, NONE, Via};
+use crate::observe::{Decider, Labels, NONE, Via};
 use crate::rule::{Rule, RuleGroup, check_name};
 use crate::spec::{ConflictView, DynSpec};
 
@@ -78,19 +78,20 @@ struct CompiledRule {
     enabled: bool,
     spec: DynSpec,
     strategy: DynResolver,
+    decider: Decider,
 }
 
 #[derive(Debug)]
 struct CompiledGroup {
     /// Full path; empty for the root.
     path: Arc<str>,
-    /// The metric label: the path, or `-` for the root.
-    label: Arc<str>,
     enabled: bool,
     scope: DynSpec,
     rules: Vec<CompiledRule>,
     groups: Vec<CompiledGroup>,
     fallback: Option<DynResolver>,
+    /// Labels and metric keys of `fallback`.
+    fallback_decider: Decider,
     stats: GroupCounters,
 }
 
@@ -102,6 +103,7 @@ enum Choice<'a> {
 }
 
 struct Compiler {
+    resolver: Arc<str>,
     rule_names: BTreeSet<Arc<str>>,
     group_paths: BTreeSet<Arc<str>>,
     deciders: usize,
@@ -151,8 +153,15 @@ impl Compiler {
             if enabled && rule.enabled {
                 self.deciders += 1;
             }
+            let decider = Decider::new(Labels {
+                resolver: Arc::clone(&self.resolver),
+                group: if root { NONE.into() } else { Arc::clone(&path) },
+                rule: Arc::clone(&name),
+                via: Via::Rule,
+            });
             compiled_rules.push(CompiledRule {
                 name,
+                decider,
                 enabled: rule.enabled,
                 spec: rule.spec,
                 strategy: rule.strategy,
@@ -168,7 +177,13 @@ impl Compiler {
             self.deciders += 1;
         }
         Ok(CompiledGroup {
-            label: if root { NONE.into() } else { Arc::clone(&path) },
+            fallback_decider: Decider::new(Labels {
+                resolver: Arc::clone(&self.resolver),
+                // The metric label: the path, or `-` for the root.
+                group: if root { NONE.into() } else { Arc::clone(&path) },
+                rule: NONE.into(),
+                via: Via::GroupFallback,
+            }),
             path,
             enabled: group.enabled,
             scope: group.scope,
@@ -250,6 +265,10 @@ struct Engine {
     max_events: Option<usize>,
     hooks: Vec<Arc<dyn ResolverHooks>>,
     rule_count: usize,
+    /// Labels and metric keys of the global fallback.
+    fallback_decider: Decider,
+    /// Labels and metric keys of the event-count limit.
+    limit_decider: Decider,
 }
 
 /// Settings shared by both builders.
@@ -275,7 +294,9 @@ impl Engine {
                 "the resolution timeout must be longer than zero",
             ));
         }
+        let name: Arc<str> = name.into();
         let mut compiler = Compiler {
+            resolver: Arc::clone(&name),
             rule_names: BTreeSet::new(),
             group_paths: BTreeSet::new(),
             deciders: 0,
@@ -291,8 +312,18 @@ impl Engine {
                 ),
             ));
         }
+        let decider = |via| {
+            Decider::new(Labels {
+                resolver: Arc::clone(&name),
+                group: NONE.into(),
+                rule: NONE.into(),
+                via,
+            })
+        };
         Ok(Engine {
-            name: name.into(),
+            fallback_decider: decider(Via::Fallback),
+            limit_decider: decider(Via::Limit),
+            name,
             root,
             fallback: settings.fallback,
             timeout: settings.timeout,
@@ -309,15 +340,6 @@ impl Engine {
                 .as_ref()
                 .map(|fallback| Choice::Fallback(&self.root, fallback))
         })
-    }
-
-    fn labels(&self, group: &CompiledGroup, rule: Option<&CompiledRule>, via: Via) -> Labels {
-        Labels {
-            resolver: Arc::clone(&self.name),
-            group: Arc::clone(&group.label),
-            rule: rule.map_or_else(|| NONE.into(), |r| Arc::clone(&r.name)),
-            via,
-        }
     }
 
     async fn resolve(
@@ -349,7 +371,7 @@ impl Engine {
         if let Some(max) = self.max_events
             && events > max
         {
-            let labels = self.labels(&self.root, None, Via::Limit);
+            let decider = &self.limit_decider;
             let resolution = Resolution::new(
                 Decision::Review,
                 "limit",
@@ -358,8 +380,8 @@ impl Engine {
                      parked for review without evaluating rules"
                 ),
             );
-            labels.review("limit");
-            return Ok(self.finish(conflict, resolution, &labels, started, span));
+            decider.labels.review("limit");
+            return Ok(self.finish(conflict, resolution, decider, started, span));
         }
 
         let Some(choice) = self.choose(conflict) else {
@@ -369,38 +391,37 @@ impl Engine {
                 self.name, conflict.aggregate_id
             ));
             tracing::warn!(resolver = %self.name, aggregate = %conflict.aggregate_id, "no rule matched and no fallback");
-            self.labels(&self.root, None, Via::Fallback)
-                .error("unmatched");
+            self.fallback_decider.labels.error("unmatched");
             for hook in &self.hooks {
                 hook.error(conflict, &error);
             }
             return Err(error);
         };
 
-        let (group, rule, strategy, via) = match choice {
+        let (group, rule, strategy, decider) = match choice {
             Choice::Rule(rule, group) => {
                 bump(&group.stats.rule_matches);
                 for hook in &self.hooks {
                     hook.rule_matched(conflict, &rule.name);
                 }
-                (group, Some(rule), &rule.strategy, Via::Rule)
+                (group, Some(rule), &rule.strategy, &rule.decider)
             }
             Choice::GroupFallback(group, strategy) => {
                 bump(&group.stats.fallbacks);
                 for hook in &self.hooks {
                     hook.fallback_used(conflict, Some(&group.path));
                 }
-                (group, None, strategy, Via::GroupFallback)
+                (group, None, strategy, &group.fallback_decider)
             }
             Choice::Fallback(root, strategy) => {
                 bump(&root.stats.fallbacks);
                 for hook in &self.hooks {
                     hook.fallback_used(conflict, None);
                 }
-                (root, None, strategy, Via::Fallback)
+                (root, None, strategy, &self.fallback_decider)
             }
         };
-        let labels = self.labels(group, rule, via);
+        let labels = &decider.labels;
         let group_path = (!group.path.is_empty()).then(|| group.path.to_string());
         span.record("rule", field::display(&labels.rule));
         span.record("group", field::display(&labels.group));
@@ -408,7 +429,7 @@ impl Engine {
         match with_timeout(strategy.resolve(conflict, context), self.timeout).await {
             Ok(Ok(mut resolution)) => {
                 resolution.group = group_path;
-                match via {
+                match labels.via {
                     Via::Rule => resolution.rule = rule.map(|r| r.name.to_string()),
                     Via::GroupFallback => {
                         resolution.reason =
@@ -420,14 +441,17 @@ impl Engine {
                     Via::Limit => {}
                 }
                 if resolution.decision == Decision::Review {
-                    labels.review("decision");
+                    decider.review_decision();
                 }
-                Ok(self.finish(conflict, resolution, &labels, started, span))
+                Ok(self.finish(conflict, resolution, decider, started, span))
             }
             Ok(Err(error)) => {
                 bump(&group.stats.errors);
-                let error =
-                    error.context(format!("resolver {:?}, {}", self.name, decider(&labels)));
+                let error = error.context(format!(
+                    "resolver {:?}, {}",
+                    self.name,
+                    decider_name(labels)
+                ));
                 tracing::warn!(resolver = %self.name, aggregate = %conflict.aggregate_id, %error, "strategy failed");
                 labels.error("strategy");
                 for hook in &self.hooks {
@@ -439,7 +463,7 @@ impl Engine {
                 bump(&group.stats.timeouts);
                 let reason = format!(
                     "{} did not answer within {} ms; abandoned and parked for review",
-                    decider(&labels),
+                    decider_name(labels),
                     limit.as_millis()
                 );
                 tracing::warn!(resolver = %self.name, aggregate = %conflict.aggregate_id, "{reason}");
@@ -454,7 +478,7 @@ impl Engine {
                     group: group_path,
                     ..Resolution::new(Decision::Review, "timeout", reason)
                 };
-                Ok(self.finish(conflict, resolution, &labels, started, span))
+                Ok(self.finish(conflict, resolution, decider, started, span))
             }
         }
     }
@@ -463,14 +487,14 @@ impl Engine {
         &self,
         conflict: &Conflict,
         resolution: Resolution,
-        labels: &Labels,
+        decider: &Decider,
         started: Instant,
         span: &tracing::Span,
     ) -> Resolution {
         let elapsed = started.elapsed();
         let decision = resolution.decision.kind();
         span.record("decision", field::display(decision.as_str()));
-        labels.decision(decision, elapsed);
+        decider.decision(decision, elapsed);
         tracing::debug!(
             decision = decision.as_str(),
             strategy = %resolution.strategy,
@@ -523,7 +547,7 @@ impl Engine {
 }
 
 /// Names what decided, for messages: `rule "a.b"`, `the fallback of group "a"`, ...
-fn decider(labels: &Labels) -> String {
+fn decider_name(labels: &Labels) -> String {
     match labels.via {
         Via::Rule => format!("the strategy of rule {:?}", labels.rule),
         Via::GroupFallback => format!("the fallback of group {:?}", labels.group),

@@ -20,6 +20,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use metrics::{Key, Label, Level, Metadata};
 use synckit_types::DecisionKind;
 
 /// Decisions made, by rule, group and decision.
@@ -88,25 +89,6 @@ pub(crate) struct Labels {
 }
 
 impl Labels {
-    pub fn decision(&self, decision: DecisionKind, elapsed: Duration) {
-        let labels = [
-            (
-                "resolver",
-                metrics::SharedString::from(self.resolver.clone()),
-            ),
-            ("group", self.group.clone().into()),
-            ("rule", self.rule.clone().into()),
-            ("decision", decision.as_str().into()),
-            ("via", self.via.as_str().into()),
-        ];
-        metrics::counter!(DECISIONS, &labels).increment(1);
-        metrics::histogram!(DURATION, &labels).record(elapsed.as_secs_f64());
-        if matches!(self.via, Via::GroupFallback | Via::Fallback) {
-            metrics::counter!(FALLBACKS, "resolver" => self.resolver.clone(), "group" => self.group.clone())
-                .increment(1);
-        }
-    }
-
     pub fn review(&self, cause: &'static str) {
         metrics::counter!(REVIEWS, "resolver" => self.resolver.clone(), "cause" => cause)
             .increment(1);
@@ -120,5 +102,108 @@ impl Labels {
     pub fn error(&self, cause: &'static str) {
         metrics::counter!(ERRORS, "resolver" => self.resolver.clone(), "group" => self.group.clone(), "rule" => self.rule.clone(), "cause" => cause)
             .increment(1);
+    }
+}
+
+/// What the `metrics` macros would attach: this module, at the default level.
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+/// The labels and metric keys of one decider (a rule, a group's fallback, the global fallback,
+/// the event-count limit), built with the resolver. A decision then records its metrics with
+/// keys made once, instead of allocating and hashing labels every time: with 100 rules and a
+/// million decisions a second, that was a tenth of the work.
+///
+/// Keys are registered with whichever recorder is current at each decision, as the macros do,
+/// so a recorder installed after the resolver was built still sees every decision.
+#[derive(Debug)]
+pub(crate) struct Decider {
+    pub labels: Labels,
+    /// [`DECISIONS`] by [`DecisionKind`], in declaration order.
+    decisions: [Key; 4],
+    /// [`DURATION`] by [`DecisionKind`].
+    durations: [Key; 4],
+    /// [`FALLBACKS`], for the fallbacks.
+    fallbacks: Option<Key>,
+    /// [`REVIEWS`] with cause `decision`.
+    reviews: Key,
+}
+
+const KINDS: [DecisionKind; 4] = [
+    DecisionKind::KeepLocal,
+    DecisionKind::KeepRemote,
+    DecisionKind::Merge,
+    DecisionKind::Review,
+];
+
+fn slot(kind: DecisionKind) -> usize {
+    match kind {
+        DecisionKind::KeepLocal => 0,
+        DecisionKind::KeepRemote => 1,
+        DecisionKind::Merge => 2,
+        DecisionKind::Review => 3,
+    }
+}
+
+impl Decider {
+    pub fn new(labels: Labels) -> Self {
+        let decision_key = |name: &'static str, kind: DecisionKind| {
+            Key::from_parts(
+                name,
+                vec![
+                    Label::new("resolver", labels.resolver.clone()),
+                    Label::new("group", labels.group.clone()),
+                    Label::new("rule", labels.rule.clone()),
+                    Label::new("decision", kind.as_str()),
+                    Label::new("via", labels.via.as_str()),
+                ],
+            )
+        };
+        Decider {
+            decisions: KINDS.map(|kind| decision_key(DECISIONS, kind)),
+            durations: KINDS.map(|kind| decision_key(DURATION, kind)),
+            fallbacks: matches!(labels.via, Via::GroupFallback | Via::Fallback).then(|| {
+                Key::from_parts(
+                    FALLBACKS,
+                    vec![
+                        Label::new("resolver", labels.resolver.clone()),
+                        Label::new("group", labels.group.clone()),
+                    ],
+                )
+            }),
+            reviews: Key::from_parts(
+                REVIEWS,
+                vec![
+                    Label::new("resolver", labels.resolver.clone()),
+                    Label::new("cause", "decision"),
+                ],
+            ),
+            labels,
+        }
+    }
+
+    /// Count a decision and its duration (and the fallback, for a fallback).
+    pub fn decision(&self, decision: DecisionKind, elapsed: Duration) {
+        let slot = slot(decision);
+        metrics::with_recorder(|recorder| {
+            recorder
+                .register_counter(&self.decisions[slot], &METADATA)
+                .increment(1);
+            recorder
+                .register_histogram(&self.durations[slot], &METADATA)
+                .record(elapsed.as_secs_f64());
+            if let Some(key) = &self.fallbacks {
+                recorder.register_counter(key, &METADATA).increment(1);
+            }
+        });
+    }
+
+    /// Count a review decision made by the strategy itself.
+    pub fn review_decision(&self) {
+        metrics::with_recorder(|recorder| {
+            recorder
+                .register_counter(&self.reviews, &METADATA)
+                .increment(1);
+        });
     }
 }

@@ -22,8 +22,10 @@
 //! Kind and metadata specs look at the local side unless told otherwise ([`Side`]): the local
 //! events are the writes being decided, and their metadata is what the writer said about them.
 
+use std::borrow::Cow;
 use std::cell::OnceCell;
 use std::fmt;
+use std::hash::Hasher as _;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -60,8 +62,10 @@ impl<S: Spec + ?Sized> Spec for Box<S> {
 #[derive(Debug)]
 pub struct ConflictView<'a> {
     conflict: &'a Conflict,
-    local: OnceCell<Value>,
-    remote: OnceCell<Value>,
+    local: OnceCell<Cow<'a, Value>>,
+    remote: OnceCell<Cow<'a, Value>>,
+    local_kinds: OnceCell<Vec<u64>>,
+    remote_kinds: OnceCell<Vec<u64>>,
 }
 
 impl<'a> ConflictView<'a> {
@@ -71,6 +75,8 @@ impl<'a> ConflictView<'a> {
             conflict,
             local: OnceCell::new(),
             remote: OnceCell::new(),
+            local_kinds: OnceCell::new(),
+            remote_kinds: OnceCell::new(),
         }
     }
 
@@ -100,6 +106,33 @@ impl<'a> ConflictView<'a> {
         }
     }
 
+    /// Whether an event of `side` has one of `kinds`, each given with its [`kind_hash`]. The
+    /// events' kind hashes are computed once per conflict, so a resolver with many kind rules
+    /// compares integers and reads a string only where the hashes agree.
+    fn has_kind(&self, side: Side, kinds: &[(u64, String)]) -> bool {
+        let local = || {
+            let hashes = self
+                .local_kinds
+                .get_or_init(|| self.local_events().map(|e| kind_hash(&e.kind)).collect());
+            self.local_events()
+                .zip(hashes)
+                .any(|(e, h)| kinds.iter().any(|(k, kind)| k == h && *kind == e.kind))
+        };
+        let remote = || {
+            let hashes = self
+                .remote_kinds
+                .get_or_init(|| self.remote_events().map(|e| kind_hash(&e.kind)).collect());
+            self.remote_events()
+                .zip(hashes)
+                .any(|(e, h)| kinds.iter().any(|(k, kind)| k == h && *kind == e.kind))
+        };
+        match side {
+            Side::Local => local(),
+            Side::Remote => remote(),
+            Side::Either => local() || remote(),
+        }
+    }
+
     /// The local side's state: its events' data folded in outbox order (see the module docs).
     pub fn local_state(&self) -> &Value {
         self.local
@@ -109,6 +142,9 @@ impl<'a> ConflictView<'a> {
     /// The remote side's state: its events' data folded in `aggregate_version` order.
     pub fn remote_state(&self) -> &Value {
         self.remote.get_or_init(|| {
+            if let [only] = self.conflict.remote.as_slice() {
+                return fold(std::iter::once(&only.event.data));
+            }
             let mut remote: Vec<_> = self.conflict.remote.iter().collect();
             remote.sort_by_key(|e| e.aggregate_version);
             fold(remote.into_iter().map(|e| &e.event.data))
@@ -125,10 +161,15 @@ impl<'a> ConflictView<'a> {
     }
 }
 
-fn fold<'v>(data: impl Iterator<Item = &'v Value>) -> Value {
-    let mut state = Value::Null;
+/// The data of `data` merged in order. One event's state is its data, borrowed: most conflicts
+/// carry one event a side, and copying its data for every conflict costs more than deciding.
+fn fold<'v>(mut data: impl Iterator<Item = &'v Value>) -> Cow<'v, Value> {
+    let Some(first) = data.next() else {
+        return Cow::Owned(Value::Null);
+    };
+    let mut state = Cow::Borrowed(first);
     for d in data {
-        merge(&mut state, d);
+        merge(state.to_mut(), d);
     }
     state
 }
@@ -188,10 +229,18 @@ pub enum Side {
 }
 
 /// Holds when an event of the chosen side (local by default) has one of the listed kinds.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct KindIs {
-    kinds: Vec<String>,
+    /// Each kind with its [`kind_hash`].
+    kinds: Vec<(u64, String)>,
     side: Side,
+}
+
+/// The hash [`KindIs`] compares first (FNV-1a: short strings, no setup).
+fn kind_hash(kind: &str) -> u64 {
+    let mut hasher = fnv::FnvHasher::default();
+    hasher.write(kind.as_bytes());
+    hasher.finish()
 }
 
 impl KindIs {
@@ -202,7 +251,13 @@ impl KindIs {
         S: Into<String>,
     {
         KindIs {
-            kinds: kinds.into_iter().map(Into::into).collect(),
+            kinds: kinds
+                .into_iter()
+                .map(|kind| {
+                    let kind = kind.into();
+                    (kind_hash(&kind), kind)
+                })
+                .collect(),
             side: Side::Local,
         }
     }
@@ -214,9 +269,21 @@ impl KindIs {
     }
 }
 
+impl fmt::Debug for KindIs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KindIs")
+            .field(
+                "kinds",
+                &self.kinds.iter().map(|(_, k)| k).collect::<Vec<_>>(),
+            )
+            .field("side", &self.side)
+            .finish()
+    }
+}
+
 impl Spec for KindIs {
     fn matches(&self, c: &ConflictView<'_>) -> bool {
-        c.any_event(self.side, |e| self.kinds.contains(&e.kind))
+        c.has_kind(self.side, &self.kinds)
     }
 }
 

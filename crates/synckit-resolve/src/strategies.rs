@@ -1,5 +1,6 @@
 //! The built-in strategies: last-write-wins, first-write-wins, additive merge, manual review.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -38,11 +39,28 @@ fn remote_keys(conflict: &Conflict) -> impl Iterator<Item = (Hlc, &NodeId)> {
     conflict.remote.iter().map(|e| e.event.order_key())
 }
 
-fn describe(key: Option<(Hlc, &NodeId)>) -> String {
-    match key {
-        Some((hlc, node)) => format!("{hlc} from {node}"),
-        None => "none".to_owned(),
+/// `<what> local write <key> vs <what> remote write <key>`, in one allocation: every decision
+/// carries this reason, so it is built without the general formatting machinery.
+fn reason(what: &str, local: Option<(Hlc, &NodeId)>, remote: Option<(Hlc, &NodeId)>) -> String {
+    fn key(out: &mut String, key: Option<(Hlc, &NodeId)>) {
+        match key {
+            Some((hlc, node)) => {
+                let _ = write!(out, "{hlc}");
+                out.push_str(" from ");
+                out.push_str(node.as_str());
+            }
+            None => out.push_str("none"),
+        }
     }
+    let mut out = String::with_capacity(112);
+    out.push_str(what);
+    out.push_str(" local write ");
+    key(&mut out, local);
+    out.push_str(" vs ");
+    out.push_str(what);
+    out.push_str(" remote write ");
+    key(&mut out, remote);
+    out
 }
 
 fn decide(local_wins: bool, strategy: &str, reason: String) -> Resolution {
@@ -72,11 +90,7 @@ impl LastWriteWins {
         decide(
             local_wins,
             "last_write_wins",
-            format!(
-                "latest local write {} vs latest remote write {}",
-                describe(local),
-                describe(remote)
-            ),
+            reason("latest", local, remote),
         )
     }
 }
@@ -94,11 +108,7 @@ impl FirstWriteWins {
         decide(
             local_wins,
             "first_write_wins",
-            format!(
-                "earliest local write {} vs earliest remote write {}",
-                describe(local),
-                describe(remote)
-            ),
+            reason("earliest", local, remote),
         )
     }
 }

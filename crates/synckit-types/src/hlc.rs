@@ -28,7 +28,17 @@ impl Hlc {
 
 impl fmt::Display for Hlc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}-{:08x}", self.wall_ms, self.counter)
+        // By hand rather than `{:016x}-{:08x}`: resolvers write clocks into every decision's
+        // reason, and the padded-integer path of `fmt` costs several times more.
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [b'-'; 25];
+        for (i, digit) in out[..16].iter_mut().enumerate() {
+            *digit = HEX[((self.wall_ms >> (60 - 4 * i)) & 0xf) as usize];
+        }
+        for (i, digit) in out[17..].iter_mut().enumerate() {
+            *digit = HEX[((self.counter >> (28 - 4 * i)) & 0xf) as usize];
+        }
+        f.write_str(std::str::from_utf8(&out).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -193,6 +203,7 @@ mod tests {
             let (x, y) = (Hlc::new(a.0, a.1), Hlc::new(b.0, b.1));
             prop_assert_eq!(x.cmp(&y), x.to_string().cmp(&y.to_string()));
             prop_assert_eq!(x.to_string().parse::<Hlc>().unwrap(), x);
+            prop_assert_eq!(x.to_string(), format!("{:016x}-{:08x}", a.0, a.1));
         }
 
         #[test]
