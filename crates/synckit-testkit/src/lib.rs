@@ -2,6 +2,7 @@
 //! contract checked over raw HTTP, and a deterministic multi-node simulation harness.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a panic is a failed test.
 
+pub mod fault_proxy;
 pub mod hub_suite;
 pub mod sim;
 pub mod store_suite;
