@@ -11,7 +11,7 @@
 mod coord_support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,37 +22,15 @@ use synckit_coordinator::{
     BoxError, Coordinator, INTERRUPTED_ERROR, Job, JobConfig, JobContext, JobStatus, Phase,
     PostgresStatusConfig, PostgresStatusStore, Report, RunTrigger, ShouldSync, StatusStore,
 };
+use synckit_testkit::services::postgres_url;
 use synckit_types::{DynClock, SystemClock};
 
-/// The variable that names the test database.
-const URL_VAR: &str = "SYNCKIT_TEST_POSTGRES_URL";
 /// Set (to the schema) in the child processes of the two-process test.
 const CHILD_SCHEMA_VAR: &str = "SYNCKIT_COORDINATOR_CHILD_SCHEMA";
 /// Jobs the child processes run: two quick ones and one that outlives several lease renewals.
 const CHILD_JOBS: [&str; 3] = ["quick-a", "quick-b", "slow"];
 /// Longest wait for a condition in real time.
 const LIMIT: Duration = Duration::from_secs(120);
-
-/// The test database URL; `None` (after a loud SKIPPED line) when unset outside CI.
-fn postgres_url(test: &str) -> Option<String> {
-    match std::env::var(URL_VAR) {
-        Ok(url) if !url.trim().is_empty() => Some(url),
-        _ => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "{test}: {URL_VAR} is not set, and CI is: CI must provide PostgreSQL \
-                 (e.g. postgres://postgres@127.0.0.1:5432/test)"
-            );
-            // Straight to stderr: libtest captures `eprintln!`, and a skip must be seen.
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n*** SKIPPED: {test}: {URL_VAR} is not set \
-                 (e.g. postgres://postgres@127.0.0.1:5432/test) ***\n"
-            );
-            None
-        }
-    }
-}
 
 /// One test's database: its schemas are dropped when it is dropped.
 struct TestDb {
@@ -369,7 +347,7 @@ fn coordinator_child_process() {
         return;
     };
     let schema = schema.into_string().unwrap();
-    let url = std::env::var(URL_VAR).unwrap();
+    let url = std::env::var(synckit_testkit::services::POSTGRES_URL_VAR).unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -10,24 +10,8 @@ use synckit_types::{Event, EventStore, Hlc, NodeStore, NodeWrite, StoredEvent, T
 use crate::schema::quote;
 use crate::{PostgresConfig, PostgresStore};
 
-const URL_VAR: &str = "SYNCKIT_TEST_POSTGRES_URL";
-
 fn url() -> Option<String> {
-    match std::env::var(URL_VAR) {
-        Ok(url) if !url.trim().is_empty() => Some(url),
-        _ => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "{URL_VAR} is not set, and CI is: CI must provide PostgreSQL"
-            );
-            // Straight to stderr: libtest captures `eprintln!`, and a skip must be seen.
-            let _ = std::io::Write::write_all(
-                &mut std::io::stderr(),
-                format!("\n*** SKIPPED: query plan tests: {URL_VAR} is not set ***\n\n").as_bytes(),
-            );
-            None
-        }
-    }
+    synckit_testkit::services::postgres_url("query plan tests")
 }
 
 fn event(n: usize) -> Event {

@@ -4,6 +4,7 @@
 
 pub mod fault_proxy;
 pub mod hub_suite;
+pub mod services;
 pub mod sim;
 pub mod store_suite;
 pub mod transport_suite;

@@ -2,36 +2,12 @@
 //! raw connections for tests that damage what the store wrote.
 #![allow(dead_code)] // each test binary uses a different part of this module.
 
-use std::io::Write;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use synckit_store_postgres::{PostgresConfig, PostgresStore};
 
-/// The variable that names the test database.
-pub const URL_VAR: &str = "SYNCKIT_TEST_POSTGRES_URL";
-
-/// The test database URL; `None` (after a loud SKIPPED line) when it is unset outside CI.
-/// Under CI (`CI` set) a missing URL fails the test.
-pub fn postgres_url(test: &str) -> Option<String> {
-    match std::env::var(URL_VAR) {
-        Ok(url) if !url.trim().is_empty() => Some(url),
-        _ => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "{test}: {URL_VAR} is not set, and CI is: CI must provide PostgreSQL \
-                 (e.g. postgres://postgres@127.0.0.1:5432/test)"
-            );
-            // Straight to stderr: libtest captures `eprintln!`, and a skip must be seen.
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n*** SKIPPED: {test}: {URL_VAR} is not set \
-                 (e.g. postgres://postgres@127.0.0.1:5432/test) ***\n"
-            );
-            None
-        }
-    }
-}
+pub use synckit_testkit::services::postgres_url;
 
 /// A random suffix for schema and role names.
 pub fn random_suffix() -> String {
