@@ -96,7 +96,8 @@ pub async fn run(args: ServeArgs, file: ServeFile) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// SIGINT or SIGTERM (Ctrl-C elsewhere): how `serve` and the `ship` daemon are told to stop.
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

@@ -27,6 +27,7 @@ use synckit_coordinator::{
 };
 
 use crate::config::NodeFile;
+use crate::serve::shutdown_signal;
 
 /// Version of how `ship` turns lines into events (kind, aggregate, data, metadata). Raising it
 /// makes every file ship again from line 1, under new event ids.
@@ -381,28 +382,6 @@ async fn ship(args: &ShipArgs, node: &Node, data: &Path) -> anyhow::Result<()> {
         () = shutdown_signal() => tracing::warn!("stopped during a pass"),
     }
     Ok(())
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 #[cfg(test)]
