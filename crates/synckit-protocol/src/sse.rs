@@ -33,47 +33,73 @@ pub struct Frame {
 /// An incremental SSE parser: feed it bytes as they arrive, take frames out.
 #[derive(Debug)]
 pub struct Parser {
+    /// Bytes of frames not complete yet.
     buffer: Vec<u8>,
+    /// How much of `buffer` has been searched for a blank line already.
+    scanned: usize,
     max_frame: usize,
 }
 
 impl Parser {
-    /// A parser that refuses frames longer than `max_frame` bytes.
+    /// A parser that refuses frames longer than `max_frame` bytes, counting the blank line
+    /// that ends a frame.
     pub fn new(max_frame: usize) -> Parser {
         Parser {
             buffer: Vec::new(),
+            scanned: 0,
             max_frame,
         }
     }
 
     /// Add bytes; returns the frames they complete. Comment-only frames (heartbeats) are
     /// skipped. Fails when a frame grows past the bound or is not UTF-8.
+    ///
+    /// The bound holds however the stream is cut into chunks: a frame that arrives whole in
+    /// one chunk is measured like one that arrives a byte at a time. Each byte is searched for
+    /// the end of its frame once, and completed frames are removed from the buffer in one step,
+    /// so a feed costs time linear in the bytes it adds, whatever the chunking.
     pub fn feed(&mut self, bytes: &[u8]) -> Result<Vec<Frame>> {
         self.buffer.extend_from_slice(bytes);
         let mut frames = Vec::new();
-        loop {
-            let Some((end, skip)) = frame_end(&self.buffer) else {
-                if self.buffer.len() > self.max_frame {
-                    return Err(Error::protocol(format!(
-                        "event-stream frame longer than {} bytes",
-                        self.max_frame
-                    )));
-                }
-                return Ok(frames);
+        let mut start = 0;
+        // A blank line may straddle the old end of the buffer: step back over its first 3 bytes.
+        let mut from = self.scanned.saturating_sub(3);
+        let result = loop {
+            let Some((end, skip)) = frame_end(&self.buffer, from) else {
+                break if self.buffer.len() - start > self.max_frame {
+                    Err(self.too_long())
+                } else {
+                    Ok(frames)
+                };
             };
-            let raw: Vec<u8> = self.buffer.drain(..end + skip).collect();
-            let text = std::str::from_utf8(&raw[..end])
-                .map_err(|_| Error::protocol("event-stream frame is not UTF-8"))?;
+            if end + skip - start > self.max_frame {
+                break Err(self.too_long());
+            }
+            let Ok(text) = std::str::from_utf8(&self.buffer[start..end]) else {
+                break Err(Error::protocol("event-stream frame is not UTF-8"));
+            };
             if let Some(frame) = parse_frame(text) {
                 frames.push(frame);
             }
-        }
+            start = end + skip;
+            from = start;
+        };
+        self.buffer.drain(..start);
+        self.scanned = self.buffer.len();
+        result
+    }
+
+    fn too_long(&self) -> Error {
+        Error::protocol(format!(
+            "event-stream frame longer than {} bytes",
+            self.max_frame
+        ))
     }
 }
 
-/// Where the first blank line ends a frame: (frame length, separator length).
-fn frame_end(buffer: &[u8]) -> Option<(usize, usize)> {
-    (0..buffer.len()).find_map(|i| {
+/// Where the first blank line at or after `from` ends a frame: (its offset, its length).
+fn frame_end(buffer: &[u8], from: usize) -> Option<(usize, usize)> {
+    (from..buffer.len()).find_map(|i| {
         let rest = &buffer[i..];
         if rest.starts_with(b"\n\n") {
             Some((i, 2))
@@ -154,6 +180,32 @@ mod tests {
     fn oversized_frames_are_refused() {
         let mut parser = Parser::new(16);
         assert!(parser.feed(&[b'x'; 17]).is_err());
+    }
+
+    #[test]
+    fn the_bound_does_not_depend_on_chunking() {
+        // Found by fuzzing (fuzz/corpus/sse_frames/oversized): a frame longer than the bound
+        // was accepted when it arrived complete in one chunk.
+        let wire = format!("data: {}\n\n", "x".repeat(40));
+        assert!(Parser::new(9).feed(wire.as_bytes()).is_err());
+        let mut parser = Parser::new(wire.len());
+        assert_eq!(parser.feed(wire.as_bytes()).unwrap().len(), 1);
+        let mut parser = Parser::new(wire.len() - 1);
+        let fed: Result<Vec<_>> = wire.as_bytes().chunks(16).map(|c| parser.feed(c)).collect();
+        assert!(fed.is_err());
+    }
+
+    #[test]
+    fn a_blank_line_split_across_chunks_ends_the_frame() {
+        for wire in ["data: a\r\n\r\ndata: b\n\n", "data: a\n\ndata: b\r\n\r\n"] {
+            for cut in 0..wire.len() {
+                let mut parser = Parser::new(64);
+                let mut frames = parser.feed(&wire.as_bytes()[..cut]).unwrap();
+                frames.extend(parser.feed(&wire.as_bytes()[cut..]).unwrap());
+                let data: Vec<_> = frames.iter().map(|f| f.data.as_str()).collect();
+                assert_eq!(data, ["a", "b"], "{wire:?} cut at {cut}");
+            }
+        }
     }
 
     proptest! {

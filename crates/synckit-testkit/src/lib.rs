@@ -3,6 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a panic is a failed test.
 
 pub mod fault_proxy;
+pub mod fuzz;
+pub mod hostile;
 pub mod hub_suite;
 pub mod services;
 pub mod sim;
