@@ -11,6 +11,16 @@
 //! max_batch = 1000            # events per push
 //! max_body = 16777216         # bytes of a request body as sent (16 MiB)
 //! max_decompressed = 67108864 # bytes of a gzip or zstd body once decompressed (64 MiB)
+//! header_read_timeout_ms = 10000  # headers (and idle keep-alive) must arrive within this
+//! body_read_timeout_ms = 30000    # a body must arrive within this, else 408
+//! max_header_bytes = 16384    # request line and headers, else 431 (at least 8192)
+//! max_connections = 10000     # open connections; one more is answered 503
+//! max_subscribers_per_tenant = 10000  # live SSE and WebSocket subscriptions, else 429
+//! rate_limit_per_second = 1000 # requests per token, refilled per second; 0 turns it off
+//! rate_limit_burst = 2000      # requests per token at once
+//! max_metadata_bytes = 65536  # an event's metadata as JSON, else rejected too_large
+//! max_json_depth = 32         # an event's nesting, else rejected too_deep
+//! max_clock_drift_ms = 300000 # how far ahead a client's hlc may be, else clock_drift
 //!
 //! [node]
 //! data = "./synckit-node"
@@ -57,6 +67,26 @@ pub struct ServeFile {
     /// Bytes of a request body after gzip or zstd decompression, counted while decompressing;
     /// a larger body answers 413 (default 64 MiB, at least `max_body`).
     pub max_decompressed: Option<usize>,
+    /// Milliseconds a client may take to send request headers (also the keep-alive idle limit).
+    pub header_read_timeout_ms: Option<u64>,
+    /// Milliseconds a client may take to send a request body; then 408.
+    pub body_read_timeout_ms: Option<u64>,
+    /// Bytes of request line and headers; larger answers 431.
+    pub max_header_bytes: Option<usize>,
+    /// Open connections; one more is answered 503 and closed.
+    pub max_connections: Option<usize>,
+    /// Live subscriptions per tenant; one more answers 429.
+    pub max_subscribers_per_tenant: Option<usize>,
+    /// Requests per second per token (0 turns the rate limit off).
+    pub rate_limit_per_second: Option<f64>,
+    /// Requests per token at once.
+    pub rate_limit_burst: Option<u32>,
+    /// Bytes of one event's metadata.
+    pub max_metadata_bytes: Option<usize>,
+    /// Nesting depth of one event.
+    pub max_json_depth: Option<usize>,
+    /// Milliseconds a client's clock stamp may be ahead of the hub's.
+    pub max_clock_drift_ms: Option<u64>,
 }
 
 /// `[node]` options.

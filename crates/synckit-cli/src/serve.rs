@@ -3,10 +3,11 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use synckit::server::{Hub, HubConfig, Limits, TokenGrant};
+use synckit::server::{Hub, HubConfig, Limits, RateLimit, TokenGrant};
 use synckit::{DynEventStore, MemoryStore, PostgresStore, SledStore, SqliteStore};
 
 use crate::config::ServeFile;
@@ -35,6 +36,7 @@ pub struct ServeArgs {
 }
 
 pub async fn run(args: ServeArgs, file: ServeFile) -> anyhow::Result<()> {
+    let limits = limits(&file);
     let listen = args
         .listen
         .or(file.listen)
@@ -75,13 +77,7 @@ pub async fn run(args: ServeArgs, file: ServeFile) -> anyhow::Result<()> {
         "memory" => Arc::new(MemoryStore::new()),
         other => bail!("unknown store {other:?}; expected sled, sqlite, postgres or memory"),
     };
-    let defaults = Limits::default();
-    let limits = Limits {
-        max_batch: file.max_batch.unwrap_or(defaults.max_batch),
-        max_body: file.max_body.unwrap_or(defaults.max_body),
-        max_decompressed: file.max_decompressed.unwrap_or(defaults.max_decompressed),
-        ..defaults
-    };
+
     let config = HubConfig {
         listen,
         tokens,
@@ -94,6 +90,40 @@ pub async fn run(args: ServeArgs, file: ServeFile) -> anyhow::Result<()> {
     tracing::info!("shutting down: finishing in-flight requests");
     hub.shutdown().await?;
     Ok(())
+}
+
+/// The hub's limits: the config file's where given, the defaults elsewhere.
+fn limits(file: &ServeFile) -> Limits {
+    let d = Limits::default();
+    let ms = |v: Option<u64>, default: Duration| v.map_or(default, Duration::from_millis);
+    let rate_limit = match (file.rate_limit_per_second, file.rate_limit_burst) {
+        (Some(0.0), _) => None,
+        (None, None) => d.rate_limit,
+        (per_second, burst) => {
+            let default = d.rate_limit.unwrap_or_default();
+            Some(RateLimit {
+                per_second: per_second.unwrap_or(default.per_second),
+                burst: burst.unwrap_or(default.burst),
+            })
+        }
+    };
+    Limits {
+        max_batch: file.max_batch.unwrap_or(d.max_batch),
+        max_body: file.max_body.unwrap_or(d.max_body),
+        max_decompressed: file.max_decompressed.unwrap_or(d.max_decompressed),
+        header_read_timeout: ms(file.header_read_timeout_ms, d.header_read_timeout),
+        body_read_timeout: ms(file.body_read_timeout_ms, d.body_read_timeout),
+        max_header_bytes: file.max_header_bytes.unwrap_or(d.max_header_bytes),
+        max_connections: file.max_connections.unwrap_or(d.max_connections),
+        max_subscribers_per_tenant: file
+            .max_subscribers_per_tenant
+            .unwrap_or(d.max_subscribers_per_tenant),
+        rate_limit,
+        max_metadata_bytes: file.max_metadata_bytes.unwrap_or(d.max_metadata_bytes),
+        max_json_depth: file.max_json_depth.unwrap_or(d.max_json_depth),
+        max_clock_drift: ms(file.max_clock_drift_ms, d.max_clock_drift),
+        ..d
+    }
 }
 
 /// SIGINT or SIGTERM (Ctrl-C elsewhere): how `serve` and the `ship` daemon are told to stop.
@@ -116,5 +146,34 @@ pub(crate) async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_come_from_the_file_or_the_defaults() {
+        let file: ServeFile = toml::from_str(
+            "header_read_timeout_ms = 1500\nmax_connections = 7\nrate_limit_burst = 9\n\
+             max_json_depth = 5\nmax_clock_drift_ms = 1000",
+        )
+        .unwrap();
+        let l = limits(&file);
+        let d = Limits::default();
+        assert_eq!(l.header_read_timeout, Duration::from_millis(1500));
+        assert_eq!(l.max_connections, 7);
+        assert_eq!(l.max_json_depth, 5);
+        assert_eq!(l.max_clock_drift, Duration::from_secs(1));
+        let rate = l.rate_limit.unwrap();
+        assert_eq!(
+            (rate.per_second, rate.burst),
+            (d.rate_limit.unwrap().per_second, 9)
+        );
+        assert_eq!(l.body_read_timeout, d.body_read_timeout);
+        let off: ServeFile = toml::from_str("rate_limit_per_second = 0").unwrap();
+        assert_eq!(limits(&off).rate_limit, None);
+        assert_eq!(limits(&ServeFile::default()), d);
     }
 }

@@ -12,8 +12,8 @@ pub mod ws;
 
 pub use error::{ErrorBody, ErrorObject, error_kind_for, status_for};
 pub use push::{
-    AggregateResponse, DecodedEvent, HeadResponse, PushRequest, PushResponse, Status, WireEvent,
-    WireResult, decode_push,
+    AggregateResponse, DecodedEvent, HeadResponse, PushLimits, PushRequest, PushResponse, Status,
+    WireEvent, WireResult, decode_push, decode_push_with, json_depth,
 };
 pub use query::{DEFAULT_LIMIT, parse_pull_query, pull_query_string};
 

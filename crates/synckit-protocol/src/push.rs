@@ -80,32 +80,54 @@ pub struct PushRequest<'a> {
 pub enum DecodedEvent {
     /// A well-formed event.
     Valid(WireEvent),
-    /// An event with a usable id but an invalid field; it is answered `rejected`,
-    /// `invalid_event`, and the rest of the batch goes on.
+    /// An event with a usable id but an invalid field; it is answered `rejected` with `code`,
+    /// and the rest of the batch goes on.
     Invalid {
         /// The id as sent.
         id: String,
+        /// Why: `invalid_id`, `invalid_event`, `too_large` or `too_deep`.
+        code: RejectCode,
         /// What is wrong.
         message: String,
     },
 }
 
+/// Per-event limits of [`decode_push_with`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PushLimits {
+    /// Bytes of one event's `metadata` as JSON (default 64 KiB); larger is `too_large`.
+    pub max_metadata_bytes: usize,
+    /// Nesting depth of one event, the event object being depth 1 (default 32); deeper is
+    /// `too_deep`.
+    pub max_depth: usize,
+}
+
+impl Default for PushLimits {
+    fn default() -> PushLimits {
+        PushLimits {
+            max_metadata_bytes: 64 << 10,
+            max_depth: 32,
+        }
+    }
+}
+
+/// [`decode_push_with`] under the default [`PushLimits`].
+pub fn decode_push(body: &[u8]) -> Result<Vec<DecodedEvent>> {
+    decode_push_with(body, &PushLimits::default())
+}
+
 /// Decode a push body: `{"events": [...]}` with 1 to 1,000 events.
 ///
 /// A body that is not JSON, not of that shape, or holds an event without a string `id` is an
-/// error for the whole request (400). An event with an id but another bad field is
-/// [`DecodedEvent::Invalid`] and is answered per event.
-pub fn decode_push(body: &[u8]) -> Result<Vec<DecodedEvent>> {
+/// error for the whole request (400). An event with an id but another bad field, or past one
+/// of `limits`, is [`DecodedEvent::Invalid`] and is answered per event.
+pub fn decode_push_with(body: &[u8], limits: &PushLimits) -> Result<Vec<DecodedEvent>> {
     // Each event is kept as its raw text and decoded on its own, so one bad event is answered
     // alone, without building a `Value` tree of the whole body first.
     #[derive(serde::Deserialize)]
     struct Body<'a> {
         #[serde(borrow)]
         events: Vec<&'a RawValue>,
-    }
-    #[derive(serde::Deserialize)]
-    struct IdOnly {
-        id: Value,
     }
     let body: Body<'_> = serde_json::from_slice(body).map_err(|e| {
         Error::invalid_input(format!("push body is not {{\"events\": [...]}}: {e}"))
@@ -122,30 +144,98 @@ pub fn decode_push(body: &[u8]) -> Result<Vec<DecodedEvent>> {
     body.events
         .into_iter()
         .enumerate()
-        .map(|(index, raw)| {
-            let no_id =
-                || Error::invalid_input(format!("event {index} of the push has no string \"id\""));
-            match serde_json::from_str::<WireEvent>(raw.get()) {
-                Ok(event) => Ok(match event_check(&event) {
-                    Ok(()) => DecodedEvent::Valid(event),
-                    Err(message) => DecodedEvent::Invalid {
-                        id: event.id.as_str().to_owned(),
-                        message,
-                    },
-                }),
-                // Only a bad event pays for a second look, to find its id.
-                Err(e) => match serde_json::from_str::<IdOnly>(raw.get()) {
-                    Ok(IdOnly {
-                        id: Value::String(id),
-                    }) => Ok(DecodedEvent::Invalid {
-                        id,
-                        message: e.to_string(),
-                    }),
-                    _ => Err(no_id()),
-                },
-            }
-        })
+        .map(|(index, raw)| decode_event(index, raw.get(), limits))
         .collect()
+}
+
+fn decode_event(index: usize, raw: &str, limits: &PushLimits) -> Result<DecodedEvent> {
+    #[derive(serde::Deserialize)]
+    struct IdOnly {
+        id: Value,
+        #[serde(default)]
+        aggregate_id: Value,
+    }
+    // Only a bad event pays for a second look, to find its id.
+    let invalid = |code: RejectCode, message: String| match serde_json::from_str::<IdOnly>(raw) {
+        Ok(IdOnly {
+            id: Value::String(id),
+            aggregate_id,
+        }) => {
+            let bad_id = EventId::new(id.as_str()).is_err()
+                || aggregate_id
+                    .as_str()
+                    .is_some_and(|a| AggregateId::new(a).is_err());
+            let code = if bad_id { RejectCode::InvalidId } else { code };
+            Ok(DecodedEvent::Invalid { id, code, message })
+        }
+        _ => Err(Error::invalid_input(format!(
+            "event {index} of the push has no string \"id\""
+        ))),
+    };
+    let depth = json_depth(raw.as_bytes());
+    if depth > limits.max_depth {
+        return invalid(
+            RejectCode::TooDeep,
+            format!(
+                "the event nests {depth} levels deep; the limit is {}",
+                limits.max_depth
+            ),
+        );
+    }
+    let event = match serde_json::from_str::<WireEvent>(raw) {
+        Ok(event) => event,
+        Err(e) => return invalid(RejectCode::InvalidEvent, e.to_string()),
+    };
+    // Only an event larger than the metadata limit can hold metadata past it.
+    if raw.len() > limits.max_metadata_bytes {
+        let size = serde_json::to_vec(&event.metadata).map_or(usize::MAX, |m| m.len());
+        if size > limits.max_metadata_bytes {
+            return Ok(DecodedEvent::Invalid {
+                id: event.id.as_str().to_owned(),
+                code: RejectCode::TooLarge,
+                message: format!(
+                    "metadata is {size} bytes; the limit is {}",
+                    limits.max_metadata_bytes
+                ),
+            });
+        }
+    }
+    Ok(match event_check(&event) {
+        Ok(()) => DecodedEvent::Valid(event),
+        Err(message) => DecodedEvent::Invalid {
+            id: event.id.as_str().to_owned(),
+            code: RejectCode::InvalidEvent,
+            message,
+        },
+    })
+}
+
+/// The deepest nesting of arrays and objects in JSON text (strings are skipped).
+pub fn json_depth(text: &[u8]) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in text {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 fn event_check(event: &WireEvent) -> std::result::Result<(), String> {
@@ -200,8 +290,8 @@ pub struct WireResult {
 }
 
 impl WireResult {
-    /// The answer for an event the hub could not decode.
-    pub fn invalid(id: String, message: String) -> WireResult {
+    /// The answer for an event the hub refused before the store saw it.
+    pub fn invalid(id: String, code: RejectCode, message: String) -> WireResult {
         WireResult {
             id,
             status: Status::Rejected,
@@ -210,7 +300,7 @@ impl WireResult {
             recorded_at: None,
             current_version: None,
             error: Some(ErrorObject {
-                code: RejectCode::InvalidEvent.as_str().to_owned(),
+                code: code.as_str().to_owned(),
                 message,
             }),
         }
@@ -378,6 +468,42 @@ mod tests {
     }
 
     #[test]
+    fn per_event_limits_have_their_own_codes() {
+        let limits = PushLimits {
+            max_metadata_bytes: 100,
+            max_depth: 4,
+        };
+        let body = json!({"events": [
+            {"id": "ok", "kind": "K", "aggregate_id": "x", "data": {"a": {"b": [1]}}},
+            {"id": "deep", "kind": "K", "aggregate_id": "x", "data": {"a": {"b": [[1]]}}},
+            {"id": "meta", "kind": "K", "aggregate_id": "x", "metadata": {"m": "m".repeat(100)}},
+            {"id": "bad\u{1}", "kind": "K", "aggregate_id": "x"},
+            {"id": "agg", "kind": "K", "aggregate_id": "\n"},
+            {"id": "str", "kind": "K", "aggregate_id": "x", "data": "[[[[[[{{{{"},
+        ]});
+        let decoded = decode_push_with(body.to_string().as_bytes(), &limits).unwrap();
+        let codes: Vec<Option<RejectCode>> = decoded
+            .iter()
+            .map(|d| match d {
+                DecodedEvent::Valid(_) => None,
+                DecodedEvent::Invalid { code, .. } => Some(*code),
+            })
+            .collect();
+        assert_eq!(
+            codes,
+            [
+                None,
+                Some(RejectCode::TooDeep),
+                Some(RejectCode::TooLarge),
+                Some(RejectCode::InvalidId),
+                Some(RejectCode::InvalidId),
+                None,
+            ]
+        );
+        assert_eq!(json_depth(br#"{"a": "\"[[[", "b": [{}]}"#), 3);
+    }
+
+    #[test]
     fn bad_push_bodies_fail_whole() {
         for body in [
             "",
@@ -430,7 +556,12 @@ mod tests {
                 std::mem::discriminant(&r.outcome)
             );
         }
-        let v = serde_json::to_value(WireResult::invalid("x".into(), "bad".into())).unwrap();
+        let v = serde_json::to_value(WireResult::invalid(
+            "x".into(),
+            RejectCode::InvalidEvent,
+            "bad".into(),
+        ))
+        .unwrap();
         assert_eq!(
             v,
             json!({"id": "x", "status": "rejected", "error": {"code": "invalid_event", "message": "bad"}})

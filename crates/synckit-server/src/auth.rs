@@ -19,6 +19,8 @@ pub struct Principal {
     pub tenant: TenantId,
     /// What it may do.
     pub role: Role,
+    /// Which configured token it presented (its index); `None` on an anonymous hub.
+    pub grant: Option<usize>,
 }
 
 impl Principal {
@@ -65,6 +67,11 @@ impl Authenticator {
         Authenticator { grants }
     }
 
+    /// How many tokens are configured.
+    pub fn grants(&self) -> usize {
+        self.grants.len()
+    }
+
     /// Whether the hub is anonymous (no tokens).
     pub fn is_anonymous(&self) -> bool {
         self.grants.is_empty()
@@ -76,6 +83,7 @@ impl Authenticator {
             return Ok(Principal {
                 tenant: TenantId::default_tenant(),
                 role: Role::Admin,
+                grant: None,
             });
         }
         let value = headers
@@ -89,16 +97,17 @@ impl Authenticator {
             .filter(|t| !t.is_empty())
             .ok_or_else(|| ApiError::unauthorized("Authorization must be Bearer <token>"))?;
         // Compare against every grant, so timing does not tell which one matched.
-        let mut found: Option<&TokenGrant> = None;
-        for grant in &self.grants {
+        let mut found: Option<(usize, &TokenGrant)> = None;
+        for (index, grant) in self.grants.iter().enumerate() {
             if bool::from(grant.secret.as_bytes().ct_eq(token.as_bytes())) {
-                found = Some(grant);
+                found = Some((index, grant));
             }
         }
         found
-            .map(|g| Principal {
+            .map(|(index, g)| Principal {
                 tenant: g.tenant.clone(),
                 role: g.role,
+                grant: Some(index),
             })
             .ok_or_else(|| ApiError::unauthorized("unknown token"))
     }

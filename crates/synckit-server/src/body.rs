@@ -48,9 +48,18 @@ pub async fn read_json(
     if declared.is_some_and(|n| n > limits.max_body as u64) {
         return Err(too_large(limits.max_body));
     }
-    let raw = Limited::new(body, limits.max_body)
-        .collect()
-        .await
+    let collected = tokio::time::timeout(
+        limits.body_read_timeout,
+        Limited::new(body, limits.max_body).collect(),
+    )
+    .await
+    .map_err(|_| {
+        ApiError::request_timeout(format!(
+            "the body did not arrive within {} s",
+            limits.body_read_timeout.as_secs_f64()
+        ))
+    })?;
+    let raw = collected
         .map_err(|e| {
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()

@@ -101,6 +101,48 @@ pub struct Limits {
     /// How long a full subscriber queue may stay full before the subscriber is disconnected
     /// (default 10 s).
     pub slow_subscriber: Duration,
+    /// How long a client may take to send a request's headers, and how long an idle
+    /// keep-alive connection is kept; a slowloris client is cut off after this (default 10 s).
+    pub header_read_timeout: Duration,
+    /// How long a client may take to send a request body (default 30 s); then 408.
+    pub body_read_timeout: Duration,
+    /// Bytes of a request line and headers; larger answers 431 (default 16 KiB, at least 8 KiB).
+    pub max_header_bytes: usize,
+    /// Open connections; one more is answered 503 and closed (default 10,000).
+    pub max_connections: usize,
+    /// Live subscriptions (SSE and WebSocket) per tenant; one more answers 429
+    /// (default 10,000).
+    pub max_subscribers_per_tenant: usize,
+    /// Requests per token, as a token bucket; over it answers 429 with `Retry-After`.
+    /// `None` turns the limit off. Anonymous hubs are not rate limited.
+    pub rate_limit: Option<RateLimit>,
+    /// Bytes of one event's `metadata` as JSON; larger is rejected `too_large` (default 64 KiB).
+    pub max_metadata_bytes: usize,
+    /// Nesting depth of one event's JSON; deeper is rejected `too_deep` (default 32).
+    pub max_json_depth: usize,
+    /// How far ahead of the hub's clock a client's `hlc` may be; further is rejected
+    /// `clock_drift` (default 5 minutes).
+    pub max_clock_drift: Duration,
+}
+
+/// A per-token request budget: `burst` requests at once, refilled at `per_second`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    /// Sustained requests per second.
+    pub per_second: f64,
+    /// Requests allowed at once after an idle spell.
+    pub burst: u32,
+}
+
+impl Eq for RateLimit {}
+
+impl Default for RateLimit {
+    fn default() -> RateLimit {
+        RateLimit {
+            per_second: 1_000.0,
+            burst: 2_000,
+        }
+    }
 }
 
 impl Default for Limits {
@@ -112,6 +154,15 @@ impl Default for Limits {
             heartbeat: Duration::from_secs(15),
             subscriber_queue: 1_024,
             slow_subscriber: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            max_header_bytes: 16 << 10,
+            max_connections: 10_000,
+            max_subscribers_per_tenant: 10_000,
+            rate_limit: Some(RateLimit::default()),
+            max_metadata_bytes: 64 << 10,
+            max_json_depth: 32,
+            max_clock_drift: Duration::from_millis(synckit_types::DEFAULT_MAX_DRIFT_MS),
         }
     }
 }
@@ -167,9 +218,39 @@ impl HubConfig {
                 "limits: heartbeat, subscriber_queue and slow_subscriber must be positive",
             ));
         }
+        if l.header_read_timeout.is_zero() || l.body_read_timeout.is_zero() {
+            return Err(Error::config(
+                "limits: header_read_timeout and body_read_timeout must be positive",
+            ));
+        }
+        if l.max_header_bytes < MIN_HEADER_BYTES {
+            return Err(Error::config(format!(
+                "limits: max_header_bytes must be at least {MIN_HEADER_BYTES}"
+            )));
+        }
+        if l.max_connections == 0
+            || l.max_subscribers_per_tenant == 0
+            || l.max_metadata_bytes == 0
+            || l.max_json_depth == 0
+        {
+            return Err(Error::config(
+                "limits: max_connections, max_subscribers_per_tenant, max_metadata_bytes and \
+                 max_json_depth must be positive",
+            ));
+        }
+        if let Some(rate) = l.rate_limit
+            && (!(rate.per_second.is_finite() && rate.per_second > 0.0) || rate.burst == 0)
+        {
+            return Err(Error::config(
+                "limits: a rate limit needs a positive per_second and burst",
+            ));
+        }
         Ok(())
     }
 }
+
+/// The smallest header limit hyper accepts.
+pub const MIN_HEADER_BYTES: usize = 8 << 10;
 
 #[cfg(test)]
 mod tests {

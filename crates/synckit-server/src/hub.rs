@@ -3,15 +3,16 @@
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
-use synckit_protocol::{DecodedEvent, PushResponse, WireResult, decode_push};
+use synckit_protocol::{DecodedEvent, PushLimits, PushResponse, WireResult, decode_push_with};
 use synckit_types::{
     AppendOutcome, Clock, DEFAULT_MAX_DRIFT_MS, DynEventStore, Error, ErrorKind, HlcState, NodeId,
-    Result, StoredEvent, SystemClock, TenantId,
+    RejectCode, Result, StoredEvent, SystemClock, TenantId,
 };
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authenticator;
 use crate::config::{HubConfig, Limits};
+use crate::guard::{RateLimiter, SubscriberSlots};
 use crate::metrics::HubMetrics;
 use crate::notify::Notifier;
 
@@ -30,6 +31,10 @@ pub struct HubState {
     pub limits: Limits,
     /// Cancelled when the hub shuts down; ends every stream.
     pub shutdown: CancellationToken,
+    /// Per-token request budgets.
+    pub rate: RateLimiter,
+    /// Live subscriptions per tenant.
+    pub subscribers: SubscriberSlots,
     hlc: Mutex<HlcState>,
     clock: SystemClock,
     origin: NodeId,
@@ -45,6 +50,8 @@ impl HubState {
             metrics: HubMetrics::new()?,
             limits: config.limits.clone(),
             shutdown: CancellationToken::new(),
+            rate: RateLimiter::new(config.limits.rate_limit, config.tokens.len()),
+            subscribers: SubscriberSlots::new(config.limits.max_subscribers_per_tenant),
             hlc: Mutex::new(HlcState::new(Default::default(), DEFAULT_MAX_DRIFT_MS)),
             clock: SystemClock,
             origin: NodeId::new("hub")?,
@@ -65,8 +72,22 @@ impl HubState {
             .clone();
         let mut events = Vec::with_capacity(decoded.len());
         let mut slots = Vec::with_capacity(decoded.len());
+        let horizon = now.saturating_add(
+            u64::try_from(self.limits.max_clock_drift.as_millis()).unwrap_or(u64::MAX),
+        );
         for item in decoded {
             match item {
+                DecodedEvent::Valid(wire) if wire.hlc.is_some_and(|h| h.wall_ms > horizon) => {
+                    let ahead = wire.hlc.map_or(0, |h| h.wall_ms.saturating_sub(now));
+                    slots.push(Some(WireResult::invalid(
+                        wire.id.as_str().to_owned(),
+                        RejectCode::ClockDrift,
+                        format!(
+                            "hlc is {ahead} ms ahead of the hub's clock; the allowed drift is {} ms",
+                            self.limits.max_clock_drift.as_millis()
+                        ),
+                    )));
+                }
                 DecodedEvent::Valid(wire) => {
                     let stamp = if wire.hlc.is_none() {
                         Some(hlc.tick(now)?)
@@ -78,8 +99,8 @@ impl HubState {
                     slots.push(None);
                     events.push(event);
                 }
-                DecodedEvent::Invalid { id, message } => {
-                    slots.push(Some(WireResult::invalid(id, message)));
+                DecodedEvent::Invalid { id, code, message } => {
+                    slots.push(Some(WireResult::invalid(id, code, message)));
                 }
             }
         }
@@ -141,7 +162,11 @@ impl HubState {
 
     /// Decode a push body and append it (HTTP).
     pub async fn push_body(&self, tenant: &TenantId, body: &[u8]) -> Result<PushResponse> {
-        let decoded = decode_push(body)?;
+        let limits = PushLimits {
+            max_metadata_bytes: self.limits.max_metadata_bytes,
+            max_depth: self.limits.max_json_depth,
+        };
+        let decoded = decode_push_with(body, &limits)?;
         self.check_batch(decoded.len())?;
         self.push(tenant, decoded).await
     }

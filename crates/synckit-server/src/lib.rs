@@ -19,6 +19,7 @@ mod auth;
 mod body;
 mod config;
 mod error;
+mod guard;
 mod hub;
 mod metrics;
 mod notify;
@@ -28,8 +29,9 @@ mod stream;
 mod ws;
 
 pub use auth::{Principal, TENANT_HEADER};
-pub use config::{HubConfig, Limits, Role, TokenGrant};
+pub use config::{HubConfig, Limits, MIN_HEADER_BYTES, RateLimit, Role, TokenGrant};
 pub use error::ApiError;
+pub use guard::{RateLimiter, SubscriberSlot, SubscriberSlots};
 pub use hub::{HubState, SharedHub};
 pub use metrics::HubMetrics;
 pub use server::{Hub, RunningHub};

@@ -18,6 +18,8 @@ pub struct HubMetrics {
     pub duration: HistogramVec,
     /// Live SSE and WebSocket subscribers.
     pub subscribers: IntGauge,
+    /// Connections answered 503 because the hub was at its connection limit.
+    pub connections_refused: IntCounter,
 }
 
 fn registered<T: prometheus::core::Collector + Clone + 'static>(
@@ -66,6 +68,13 @@ impl HubMetrics {
             subscribers: registered(
                 &registry,
                 IntGauge::new("synckit_subscribers", "Live SSE and WebSocket subscribers."),
+            )?,
+            connections_refused: registered(
+                &registry,
+                IntCounter::new(
+                    "synckit_connections_refused_total",
+                    "Connections answered 503 at the connection limit.",
+                ),
             )?,
             registry,
         })

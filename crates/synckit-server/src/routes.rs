@@ -87,6 +87,9 @@ pub(crate) fn principal(
     let principal = hub.auth.authenticate(headers)?;
     principal.check_named_tenant(headers, query)?;
     principal.require(role)?;
+    if let Some(grant) = principal.grant {
+        hub.rate.admit(grant)?;
+    }
     Ok(principal)
 }
 

@@ -1,11 +1,19 @@
-//! Running a hub: bind, serve with graceful shutdown, close the store.
+//! Running a hub: bind, accept within the connection limit, serve each connection with header
+//! timeouts and size limits, shut down gracefully, close the store.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::time::Duration;
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use synckit_types::{DynEventStore, Error, Result};
-use tokio::net::TcpListener;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
 
 use crate::config::HubConfig;
 use crate::hub::{HubState, SharedHub};
@@ -49,15 +57,10 @@ impl Hub {
         self.config.validate(addr)?;
         let state = self.state.clone();
         let app = self.router();
-        let shutdown = state.shutdown.clone();
         let task = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await
-                .map_err(|e| Error::unavailable(format!("serving: {e}")));
+            serve(listener, app, state.clone()).await;
             // Flush and release the store once in-flight requests are done.
-            let closed = state.store.close().await;
-            served.and(closed)
+            state.store.close().await
         });
         tracing::info!(%addr, anonymous = self.state.auth.is_anonymous(), "hub listening");
         Ok(RunningHub {
@@ -104,4 +107,74 @@ impl RunningHub {
             .await
             .map_err(|e| Error::internal(format!("hub task failed: {e}")))?
     }
+}
+
+/// Accept until shutdown, then let every connection finish its in-flight request.
+async fn serve(listener: TcpListener, app: axum::Router, state: SharedHub) {
+    let limits = &state.limits;
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(crate::config::MIN_HEADER_BYTES));
+    let connections = TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = state.shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _peer)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: wait a little rather than spin.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            state.metrics.connections_refused.inc();
+            connections.spawn(refuse(stream));
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let connection = http
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let shutdown = state.shutdown.clone();
+        connections.spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            let served = tokio::select! {
+                served = connection.as_mut() => served,
+                _ = shutdown.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = served {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    connections.close();
+    connections.wait().await;
+}
+
+/// Answer a connection over the limit with 503 and close it, spending at most a second on it.
+async fn refuse(mut stream: TcpStream) {
+    const BODY: &str = r#"{"error":{"code":"too_many_connections","message":"the hub is at its connection limit; retry later"}}"#;
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+         retry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(response.as_bytes()).await?;
+        stream.shutdown().await
+    })
+    .await;
 }

@@ -18,6 +18,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::config::Role;
 use crate::error::ApiError;
+use crate::guard::SubscriberSlot;
 use crate::hub::SharedHub;
 use crate::metrics::SubscriberGuard;
 use crate::notify::Committed;
@@ -33,6 +34,7 @@ pub(crate) async fn sse(
 ) -> Result<Response, ApiError> {
     let query = query.unwrap_or_default();
     let who = principal(&hub, &headers, &query, Role::Read)?;
+    let slot = hub.subscribers.acquire(&who.tenant)?;
     let mut request = parse_pull_query(&query).map_err(|e| ApiError::invalid_query(&e))?;
     request.limit = PAGE;
     if let Some(last) = headers.get("last-event-id") {
@@ -55,6 +57,7 @@ pub(crate) async fn sse(
         announcements,
         frames,
         close,
+        slot,
     ));
     let body = Body::from_stream(futures::stream::unfold(
         BodyState::Live(receiver, closed),
@@ -115,6 +118,7 @@ async fn produce(
     mut announcements: broadcast::Receiver<Arc<Committed>>,
     frames: mpsc::Sender<Bytes>,
     close: oneshot::Sender<String>,
+    _slot: SubscriberSlot,
 ) {
     let _live = SubscriberGuard::new(&hub.metrics.subscribers);
     let mut close = Some(close);

@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use crate::auth::Principal;
 use crate::config::Role;
 use crate::error::ApiError;
+use crate::guard::SubscriberSlot;
 use crate::hub::SharedHub;
 use crate::metrics::SubscriberGuard;
 use crate::routes::principal;
@@ -39,6 +40,13 @@ fn error_message(id: Option<u64>, code: &str, message: impl Into<String>) -> Ser
             message: message.into(),
         },
     }
+}
+
+fn full_message(hub: &SharedHub) -> String {
+    format!(
+        "the tenant already has {} live subscriptions, the limit",
+        hub.limits.max_subscribers_per_tenant
+    )
 }
 
 fn from_error(id: u64, error: &Error) -> ServerMessage {
@@ -73,6 +81,7 @@ async fn session(hub: SharedHub, who: Principal, socket: WebSocket) {
     });
     let mut kill = Some(kill);
     let mut subscription: Option<JoinHandle<()>> = None;
+    let mut slot: Option<SubscriberSlot> = None;
     loop {
         let incoming = tokio::select! {
             _ = hub.shutdown.cancelled() => {
@@ -111,6 +120,28 @@ async fn session(hub: SharedHub, who: Principal, socket: WebSocket) {
                 continue;
             }
         };
+        if let Some(grant) = who.grant
+            && let Err(limited) = hub.rate.admit(grant)
+        {
+            let id = match &request {
+                ClientMessage::Push { id, .. }
+                | ClientMessage::Pull { id, .. }
+                | ClientMessage::Head { id }
+                | ClientMessage::Subscribe { id, .. } => *id,
+            };
+            if out
+                .send(error_message(
+                    Some(id),
+                    limited.code(),
+                    "this token is over its request rate",
+                ))
+                .await
+                .is_err()
+            {
+                break;
+            }
+            continue;
+        }
         let answer = match request {
             ClientMessage::Push { id, events } => match who.require(Role::Write) {
                 Err(_) => error_message(Some(id), "forbidden", "this token may not push"),
@@ -147,6 +178,19 @@ async fn session(hub: SharedHub, who: Principal, socket: WebSocket) {
                 if let Some(previous) = subscription.take() {
                     previous.abort();
                 }
+                // The old subscription's slot is freed first, so re-subscribing never counts
+                // twice against the tenant's limit.
+                drop(slot.take());
+                slot = match hub.subscribers.acquire(&who.tenant) {
+                    Ok(acquired) => Some(acquired),
+                    Err(full) => {
+                        let refused = error_message(Some(id), full.code(), full_message(&hub));
+                        if out.send(refused).await.is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                };
                 let (done, slow) = oneshot::channel();
                 subscription = Some(tokio::spawn(subscribe(
                     hub.clone(),
@@ -176,6 +220,7 @@ async fn session(hub: SharedHub, who: Principal, socket: WebSocket) {
     if let Some(s) = subscription {
         s.abort();
     }
+    drop(slot);
     drop(out);
     let _ = writer.await;
 }

@@ -13,8 +13,12 @@ pub enum RejectCode {
     IdConflict,
     /// The event is malformed (bad kind, id or field).
     InvalidEvent,
+    /// An id or aggregate id is empty, too long or holds a control character.
+    InvalidId,
     /// The event is larger than a configured limit.
     TooLarge,
+    /// The event's JSON nests deeper than the configured limit.
+    TooDeep,
     /// The clock stamp is further in the future than the allowed drift.
     ClockDrift,
 }
@@ -25,7 +29,9 @@ impl RejectCode {
         match self {
             RejectCode::IdConflict => "id_conflict",
             RejectCode::InvalidEvent => "invalid_event",
+            RejectCode::InvalidId => "invalid_id",
             RejectCode::TooLarge => "too_large",
+            RejectCode::TooDeep => "too_deep",
             RejectCode::ClockDrift => "clock_drift",
         }
     }
