@@ -5,7 +5,6 @@
 pub mod fault_proxy;
 pub mod fuzz;
 pub mod hostile;
-pub mod hostile;
 pub mod hub_suite;
 pub mod services;
 pub mod sim;
