@@ -521,6 +521,7 @@ impl Node {
         let mut after = 0;
         let mut committing: Option<plan::PushPlan> = None;
         let context = self.resolution_context();
+        let floor = inner.store.state().await?.cursor;
         loop {
             let send = async {
                 loop {
@@ -564,7 +565,7 @@ impl Node {
                 return Ok(conflicts);
             };
             tally.saw_head(report.head);
-            let plan = plan::plan_push(&batch, &report, &context, self.now_ms())?;
+            let plan = plan::plan_push(&batch, &report, floor, &context, self.now_ms())?;
             for (aggregate, version) in &plan.conflicts {
                 let entry = conflicts.entry(aggregate.clone()).or_insert(0);
                 *entry = (*entry).max(*version);

@@ -26,11 +26,13 @@ pub(crate) struct PushPlan {
 
 /// Plan the effect of the hub's answer to pushing `batch`.
 ///
-/// The answer must have one result per event, in order, with matching ids; anything else is a
-/// protocol error and changes nothing.
+/// The answer must have one result per event, in order, with matching ids, and the events it
+/// accepts must take rising seqs after `floor` (the node's cursor: every seq up to it is an
+/// event the node already holds); anything else is a protocol error and changes nothing.
 pub(crate) fn plan_push(
     batch: &[Event],
     report: &AppendReport,
+    floor: Seq,
     context: &ResolutionContext,
     now_ms: u64,
 ) -> Result<PushPlan> {
@@ -42,6 +44,10 @@ pub(crate) fn plan_push(
         )));
     }
     let mut plan = PushPlan::default();
+    // The hub appends a batch in order, so the events it accepts take rising seqs, and no two
+    // results of one answer can share a seq.
+    let mut last_accepted = floor;
+    let mut seen = HashSet::new();
     for (event, result) in batch.iter().zip(&report.results) {
         if result.id != event.id {
             return Err(Error::protocol(format!(
@@ -66,6 +72,21 @@ pub(crate) fn plan_push(
                          {aggregate_version} (head {})",
                         event.id, report.head
                     )));
+                }
+                if !seen.insert(*seq) {
+                    return Err(Error::protocol(format!(
+                        "hub answered seq {seq} for two events of one push"
+                    )));
+                }
+                if matches!(result.outcome, AppendOutcome::Accepted { .. }) {
+                    if *seq <= last_accepted {
+                        return Err(Error::protocol(format!(
+                            "hub accepted event {} at seq {seq}, not after seq {last_accepted} \
+                             (the node's cursor, or an event accepted before it in this push)",
+                            event.id
+                        )));
+                    }
+                    last_accepted = *seq;
                 }
                 plan.write.confirm.push(StoredEvent {
                     event: event.clone(),
@@ -403,7 +424,7 @@ mod tests {
             ],
             head: Seq(6),
         };
-        let plan = plan_push(&batch, &report, &context(), 0).unwrap();
+        let plan = plan_push(&batch, &report, Seq::ZERO, &context(), 0).unwrap();
         assert_eq!(plan.stored, 2);
         assert_eq!(plan.write.confirm.len(), 2);
         assert_eq!(plan.write.confirm[1].seq, Seq(6));
@@ -424,12 +445,12 @@ mod tests {
             results: vec![],
             head: Seq(0),
         };
-        assert!(plan_push(&batch, &short, &context(), 0).is_err());
+        assert!(plan_push(&batch, &short, Seq::ZERO, &context(), 0).is_err());
         let wrong_id = AppendReport {
             results: vec![result("zz", AppendOutcome::Conflict { current_version: 1 })],
             head: Seq(0),
         };
-        assert!(plan_push(&batch, &wrong_id, &context(), 0).is_err());
+        assert!(plan_push(&batch, &wrong_id, Seq::ZERO, &context(), 0).is_err());
         let past_head = AppendReport {
             results: vec![result(
                 "a",
@@ -441,7 +462,29 @@ mod tests {
             )],
             head: Seq(3),
         };
-        assert!(plan_push(&batch, &past_head, &context(), 0).is_err());
+        assert!(plan_push(&batch, &past_head, Seq::ZERO, &context(), 0).is_err());
+        let two = vec![event("a", "x", None), event("b", "x", None)];
+        let accepted = |id: &str, seq: u64| {
+            result(
+                id,
+                AppendOutcome::Accepted {
+                    seq: Seq(seq),
+                    aggregate_version: 1,
+                    recorded_at: 0,
+                },
+            )
+        };
+        let report = |seqs: [u64; 2]| AppendReport {
+            results: vec![accepted("a", seqs[0]), accepted("b", seqs[1])],
+            head: Seq(5),
+        };
+        assert!(plan_push(&two, &report([4, 5]), Seq::ZERO, &context(), 0).is_ok());
+        let same = plan_push(&two, &report([4, 4]), Seq::ZERO, &context(), 0).unwrap_err();
+        assert!(same.to_string().contains("two events"), "{same}");
+        let backwards = plan_push(&two, &report([5, 4]), Seq::ZERO, &context(), 0).unwrap_err();
+        assert!(backwards.to_string().contains("not after"), "{backwards}");
+        let held = plan_push(&two, &report([4, 5]), Seq(4), &context(), 0).unwrap_err();
+        assert!(held.to_string().contains("cursor"), "{held}");
     }
 
     fn page(events: Vec<StoredEvent>, next: u64, has_more: bool, head: u64) -> Page {
