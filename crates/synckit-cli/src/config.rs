@@ -8,6 +8,8 @@
 //! postgres_url = "postgres://postgres@127.0.0.1:5432/synckit"
 //! tokens = ["s3cret=acme:write"]
 //! allow_anonymous = false
+//! tls_cert = "./hub.crt"      # serve HTTPS with this PEM certificate chain ...
+//! tls_key = "./hub.key"       # ... and its PEM private key
 //! max_batch = 1000            # events per push
 //! max_body = 16777216         # bytes of a request body as sent (16 MiB)
 //! max_decompressed = 67108864 # bytes of a gzip or zstd body once decompressed (64 MiB)
@@ -26,6 +28,7 @@
 //! data = "./synckit-node"
 //! hub = "http://127.0.0.1:7700"
 //! token = "s3cret"
+//! ca_file = "./ca.crt"        # extra certificate authorities to trust for an https hub
 //! resolver = "lww"            # lww | fww | merge | review
 //! rules = "./rules.yaml"      # a rules file instead of one resolver (see synckit-resolve)
 //! batch_size = 100
@@ -60,6 +63,10 @@ pub struct ServeFile {
     #[serde(default)]
     pub tokens: Vec<String>,
     pub allow_anonymous: Option<bool>,
+    /// PEM certificate chain for HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for HTTPS.
+    pub tls_key: Option<PathBuf>,
     /// Events per push; a larger push answers 413 (default 1,000).
     pub max_batch: Option<usize>,
     /// Bytes of a request body as sent; a larger body answers 413 (default 16 MiB).
@@ -96,6 +103,8 @@ pub struct NodeFile {
     pub data: Option<PathBuf>,
     pub hub: Option<String>,
     pub token: Option<String>,
+    /// Extra certificate authorities (PEM) to trust for an https hub.
+    pub ca_file: Option<PathBuf>,
     pub resolver: Option<String>,
     pub rules: Option<PathBuf>,
     pub batch_size: Option<usize>,

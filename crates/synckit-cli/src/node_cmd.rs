@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 use synckit::resolve::audit::{self, AuditFilter, Dependency};
 use synckit::resolve::{ReloadingResolver, RulesLoader, StrategyRegistry};
 use synckit::{
-    AggregateId, AuditRecord, Config, DynResolver, DynTransport, Event, HttpTransport, Node,
-    NodeStoreExt, ReviewChoice, SledStore, SyncResult,
+    AggregateId, AuditRecord, Config, DynResolver, DynTransport, Event, HttpConfig, HttpTransport,
+    Node, NodeStoreExt, ReviewChoice, SledStore, SyncResult,
 };
 
 use crate::config::NodeFile;
@@ -72,6 +72,9 @@ pub struct HubOptions {
     /// Bearer token for the hub.
     #[arg(long, value_name = "T")]
     token: Option<String>,
+    /// Trust the certificate authorities in this PEM file for an https hub.
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
     /// Conflict resolver: lww (default), fww, merge or review.
     #[arg(long, value_name = "NAME", conflicts_with = "rules")]
     resolver: Option<String>,
@@ -204,6 +207,19 @@ fn data_dir(options: &NodeOptions, file: &NodeFile) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("./synckit-node"))
 }
 
+/// The HTTP transport to `url`, trusting the extra authorities of `ca_file` for https.
+pub(crate) fn http_transport(
+    url: String,
+    token: Option<String>,
+    ca_file: Option<PathBuf>,
+) -> anyhow::Result<HttpTransport> {
+    let config = HttpConfig {
+        ca_file,
+        ..HttpConfig::new(url, token)
+    };
+    Ok(HttpTransport::with_config(config)?)
+}
+
 async fn open(
     options: &NodeOptions,
     hub: Option<&HubOptions>,
@@ -232,7 +248,8 @@ async fn open_with(
                 .or_else(|| file.hub.clone())
                 .context("this command needs --hub URL (or hub in the config file)")?;
             let token = h.token.clone().or_else(|| file.token.clone());
-            Arc::new(HttpTransport::new(&url, token)?)
+            let ca_file = h.ca_file.clone().or_else(|| file.ca_file.clone());
+            Arc::new(http_transport(url, token, ca_file)?)
         }
         None => Arc::new(OfflineTransport),
     };

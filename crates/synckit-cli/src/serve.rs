@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use synckit::server::{Hub, HubConfig, Limits, RateLimit, TokenGrant};
+use synckit::server::{Hub, HubConfig, Limits, RateLimit, TlsFiles, TokenGrant};
 use synckit::{DynEventStore, MemoryStore, PostgresStore, SledStore, SqliteStore};
 
 use crate::config::ServeFile;
@@ -33,6 +33,12 @@ pub struct ServeArgs {
     /// Allow a hub without tokens on a non-loopback address.
     #[arg(long)]
     allow_anonymous: bool,
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 pub async fn run(args: ServeArgs, file: ServeFile) -> anyhow::Result<()> {
@@ -78,11 +84,20 @@ pub async fn run(args: ServeArgs, file: ServeFile) -> anyhow::Result<()> {
         other => bail!("unknown store {other:?}; expected sled, sqlite, postgres or memory"),
     };
 
+    let tls = match (
+        args.tls_cert.or(file.tls_cert),
+        args.tls_key.or(file.tls_key),
+    ) {
+        (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+        (None, None) => None,
+        _ => bail!("TLS needs both a certificate (--tls-cert) and its key (--tls-key)"),
+    };
     let config = HubConfig {
         listen,
         tokens,
         allow_anonymous: args.allow_anonymous || file.allow_anonymous.unwrap_or(false),
         limits,
+        tls,
     };
     let hub = Hub::new(store, config)?.start().await?;
     println!("synckit hub listening on {}", hub.url());

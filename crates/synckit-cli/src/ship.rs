@@ -18,8 +18,8 @@ use async_trait::async_trait;
 use clap::Args;
 use serde_json::json;
 use synckit::{
-    BoxError, Config, DynTransport, ErrorKind, Event, EventBuilder, Hlc, HttpTransport, Node,
-    NodeStore, Seq, SledStore,
+    BoxError, Config, DynTransport, ErrorKind, Event, EventBuilder, Hlc, Node, NodeStore, Seq,
+    SledStore,
 };
 use synckit_coordinator::{
     Daemon, DaemonConfig, DaemonWork, DirSource, Pipeline, PipelineConfig, Record, Redactor,
@@ -48,6 +48,9 @@ pub struct ShipArgs {
     /// Bearer token for the hub.
     #[arg(long, value_name = "T")]
     token: Option<String>,
+    /// Trust the certificate authorities in this PEM file for an https hub.
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
     /// The node's data directory (default ./synckit-node).
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
@@ -283,7 +286,8 @@ async fn open_node(args: &ShipArgs, file: &NodeFile) -> anyhow::Result<(Node, Pa
         SledStore::open(&dir)
             .with_context(|| format!("opening the node store in {}", dir.display()))?,
     );
-    let transport: DynTransport = Arc::new(HttpTransport::new(&url, token)?);
+    let ca_file = args.ca_file.clone().or_else(|| file.ca_file.clone());
+    let transport: DynTransport = Arc::new(crate::node_cmd::http_transport(url, token, ca_file)?);
     let mut config = Config::default();
     if let Some(n) = file.batch_size {
         config.batch_size = n;

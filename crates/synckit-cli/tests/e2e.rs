@@ -397,3 +397,34 @@ fn the_hub_killed_mid_push_and_restarted_loses_no_acknowledged_event() {
     assert_eq!(confirmed_ids(&n), on_hub);
     assert!(hub.terminate().success());
 }
+
+#[test]
+fn serve_over_tls_and_sync_with_a_ca_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = synckit_testkit::tls::TestCerts::write(tmp.path());
+    let (cert, key, ca) = (
+        certs.cert.to_str().unwrap(),
+        certs.key.to_str().unwrap(),
+        certs.ca.to_str().unwrap(),
+    );
+    let hub = Hub::start(&["--store", "memory", "--tls-cert", cert, "--tls-key", key]);
+    assert!(hub.url.starts_with("https://127.0.0.1:"), "{}", hub.url);
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    ok(&a, &["append", "--aggregate", "t", "--kind", "Created"]);
+    ok(&a, &["sync", "--hub", &hub.url, "--ca-file", ca, "--json"]);
+    ok(&b, &["sync", "--hub", &hub.url, "--ca-file", ca, "--json"]);
+    assert_eq!(confirmed_ids(&a), confirmed_ids(&b));
+    assert_eq!(confirmed_ids(&b).len(), 1);
+    // Without the CA the node refuses the hub's certificate, in one line.
+    let refused = synckit(&b, &["sync", "--hub", &hub.url]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    // Half a TLS configuration is an error before anything starts.
+    let half = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--tls-cert", cert])
+        .output()
+        .unwrap();
+    assert!(!half.status.success());
+}

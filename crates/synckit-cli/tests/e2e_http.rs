@@ -82,6 +82,12 @@ fn the_binary_holds_the_stated_limits_by_default() {
         &b,
         BodyLimits::STATED,
     ));
+    let cases = block_on(synckit_testkit::hostile::check_hostile_events(
+        &hub.url,
+        &a,
+        synckit_testkit::hostile::EventLimits::STATED,
+    ));
+    assert!(cases >= 30);
 }
 
 #[test]

@@ -178,6 +178,8 @@ pub struct HubConfig {
     pub allow_anonymous: bool,
     /// Limits.
     pub limits: Limits,
+    /// Serve HTTPS with this certificate and key; `None` serves plain HTTP.
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 impl Default for HubConfig {
@@ -187,6 +189,7 @@ impl Default for HubConfig {
             tokens: Vec::new(),
             allow_anonymous: false,
             limits: Limits::default(),
+            tls: None,
         }
     }
 }

@@ -26,6 +26,7 @@ mod notify;
 mod routes;
 mod server;
 mod stream;
+mod tls;
 mod ws;
 
 pub use auth::{Principal, TENANT_HEADER};
@@ -35,3 +36,4 @@ pub use guard::{RateLimiter, SubscriberSlot, SubscriberSlots};
 pub use hub::{HubState, SharedHub};
 pub use metrics::HubMetrics;
 pub use server::{Hub, RunningHub};
+pub use tls::TlsFiles;

@@ -13,11 +13,14 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::HubConfig;
 use crate::hub::{HubState, SharedHub};
 use crate::routes::router;
+use crate::tls::TlsFiles;
 
 /// A hub over an `EventStore`, ready to serve.
 #[derive(Debug)]
@@ -55,16 +58,24 @@ impl Hub {
             .local_addr()
             .map_err(|e| Error::internal(format!("local address: {e}")))?;
         self.config.validate(addr)?;
+        let acceptor = self
+            .config
+            .tls
+            .as_ref()
+            .map(TlsFiles::acceptor)
+            .transpose()?;
+        let scheme = if acceptor.is_some() { "https" } else { "http" };
         let state = self.state.clone();
         let app = self.router();
         let task = tokio::spawn(async move {
-            serve(listener, app, state.clone()).await;
+            serve(listener, app, acceptor, state.clone()).await;
             // Flush and release the store once in-flight requests are done.
             state.store.close().await
         });
-        tracing::info!(%addr, anonymous = self.state.auth.is_anonymous(), "hub listening");
+        tracing::info!(%addr, scheme, anonymous = self.state.auth.is_anonymous(), "hub listening");
         Ok(RunningHub {
             addr,
+            scheme,
             state: self.state,
             task,
         })
@@ -75,6 +86,7 @@ impl Hub {
 #[derive(Debug)]
 pub struct RunningHub {
     addr: SocketAddr,
+    scheme: &'static str,
     state: SharedHub,
     task: JoinHandle<Result<()>>,
 }
@@ -85,9 +97,9 @@ impl RunningHub {
         self.addr
     }
 
-    /// `http://HOST:PORT`.
+    /// `http://HOST:PORT`, or `https://` when serving TLS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     /// The shared state (metrics, store).
@@ -110,7 +122,12 @@ impl RunningHub {
 }
 
 /// Accept until shutdown, then let every connection finish its in-flight request.
-async fn serve(listener: TcpListener, app: axum::Router, state: SharedHub) {
+async fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    acceptor: Option<TlsAcceptor>,
+    state: SharedHub,
+) {
     let limits = &state.limits;
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -139,22 +156,21 @@ async fn serve(listener: TcpListener, app: axum::Router, state: SharedHub) {
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
-        let connection = http
-            .serve_connection(TokioIo::new(stream), service)
-            .with_upgrades();
-        let shutdown = state.shutdown.clone();
+        let (http, app, shutdown) = (http.clone(), app.clone(), state.shutdown.clone());
+        let acceptor = acceptor.clone();
+        let handshake_timeout = limits.header_read_timeout;
         connections.spawn(async move {
-            let mut connection = std::pin::pin!(connection);
-            let served = tokio::select! {
-                served = connection.as_mut() => served,
-                _ = shutdown.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
+            match acceptor {
+                None => serve_connection(stream, &http, app, shutdown).await,
+                Some(acceptor) => {
+                    // The handshake counts against the header deadline, so a client that
+                    // opens TLS slowly is cut off like one that sends headers slowly.
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => serve_connection(tls, &http, app, shutdown).await,
+                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
                 }
-            };
-            if let Err(e) = served {
-                tracing::debug!(error = %e, "connection ended with an error");
             }
             drop(permit);
         });
@@ -162,6 +178,33 @@ async fn serve(listener: TcpListener, app: axum::Router, state: SharedHub) {
     drop(listener);
     connections.close();
     connections.wait().await;
+}
+
+/// Serve HTTP/1.1 (and WebSocket upgrades) on one connection until it ends; on shutdown,
+/// finish the request in flight and close.
+async fn serve_connection<I>(
+    io: I,
+    http: &hyper::server::conn::http1::Builder,
+    app: axum::Router,
+    shutdown: CancellationToken,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = TowerToHyperService::new(app);
+    let connection = http
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    let mut connection = std::pin::pin!(connection);
+    let served = tokio::select! {
+        served = connection.as_mut() => served,
+        _ = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = served {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
 }
 
 /// Answer a connection over the limit with 503 and close it, spending at most a second on it.

@@ -104,8 +104,6 @@ impl BodyLimits {
 pub async fn hub_suite(url: &str, a: &TenantTokens, b: &TenantTokens, limits: BodyLimits) {
     eprintln!("hub suite: check_error_rows");
     check_error_rows(url, a, b, limits).await;
-    eprintln!("hub suite: check_hostile_events");
-    crate::hostile::check_hostile_events(url, a, crate::hostile::EventLimits::STATED).await;
     eprintln!("hub suite: check_tenant_isolation");
     check_tenant_isolation(url, a, b).await;
     eprintln!("hub suite: check_sse_resume");

@@ -9,4 +9,5 @@ pub mod hub_suite;
 pub mod services;
 pub mod sim;
 pub mod store_suite;
+pub mod tls;
 pub mod transport_suite;

@@ -1,5 +1,7 @@
-//! HTTP transport settings: hub URL, token, timeouts and the answer size limit.
+//! HTTP transport settings: hub URL, token, timeouts, the answer size limit and extra trusted
+//! certificate authorities for https hubs.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use synckit_types::{Error, Result};
@@ -7,7 +9,7 @@ use synckit_types::{Error, Result};
 /// How to reach a hub over HTTP.
 #[derive(Clone, PartialEq, Eq)]
 pub struct HttpConfig {
-    /// `http://HOST:PORT` of the hub (a trailing `/` is ignored).
+    /// `http://HOST:PORT` or `https://HOST:PORT` of the hub (a trailing `/` is ignored).
     pub url: String,
     /// Bearer token; none for an anonymous hub.
     pub token: Option<String>,
@@ -19,6 +21,9 @@ pub struct HttpConfig {
     pub max_response: usize,
     /// Largest Server-Sent Events frame accepted, in bytes (default 16 MiB).
     pub max_frame: usize,
+    /// A PEM file of certificate authorities to trust for https, beside Mozilla's roots (for a
+    /// hub with a private or self-signed certificate).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for HttpConfig {
@@ -30,6 +35,7 @@ impl std::fmt::Debug for HttpConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("max_response", &self.max_response)
             .field("max_frame", &self.max_frame)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -44,6 +50,7 @@ impl HttpConfig {
             connect_timeout: Duration::from_secs(5),
             max_response: 256 << 20,
             max_frame: 16 << 20,
+            ca_file: None,
         }
     }
 
@@ -54,15 +61,10 @@ impl HttpConfig {
             .parse()
             .map_err(|e| Error::config(format!("hub URL {:?} is not a URL: {e}", self.url)))?;
         match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(Error::unsupported(
-                    "https hub URLs are not supported yet; use http on a trusted network",
-                ));
-            }
+            Some("http" | "https") => {}
             _ => {
                 return Err(Error::config(format!(
-                    "hub URL {:?} must start with http://",
+                    "hub URL {:?} must start with http:// or https://",
                     self.url
                 )));
             }
@@ -95,7 +97,19 @@ mod tests {
                 .validate()
                 .is_ok()
         );
-        for bad in ["", "127.0.0.1:7700", "ftp://x", "http://", "https://x"] {
+        assert!(
+            HttpConfig::new("https://hub.example", None)
+                .validate()
+                .is_ok()
+        );
+        for bad in [
+            "",
+            "127.0.0.1:7700",
+            "ftp://x",
+            "http://",
+            "https://",
+            "ws://x",
+        ] {
             assert!(HttpConfig::new(bad, None).validate().is_err(), "{bad}");
         }
         assert!(

@@ -1,5 +1,7 @@
 //! The HTTP transport of synckit: a node talks to a hub over protocol v1. Push, pull and head
 //! use pooled keep-alive connections; subscribe reads the hub's Server-Sent Events stream.
+//! `https://` hubs are reached over rustls, trusting Mozilla's roots and any extra authorities
+//! of [`HttpConfig::ca_file`].
 //!
 //! ```no_run
 //! # fn demo() -> synckit_types::Result<()> {
@@ -9,6 +11,7 @@
 //! ```
 
 mod config;
+mod tls;
 mod transport;
 
 pub use config::HttpConfig;

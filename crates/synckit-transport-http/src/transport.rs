@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode, header};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -20,10 +21,30 @@ use synckit_types::{
 
 use crate::config::HttpConfig;
 
+/// The rustls error somewhere in `error`'s sources, if the failure was TLS.
+fn tls_failure<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        // An io::Error's `source` skips the error it wraps, which may be the rustls one
+        // (hyper-rustls wraps tokio-rustls' io::Error in another), so look inside first.
+        next = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    None
+}
+
 /// A connection pool to one hub, for one token (so one tenant).
 #[derive(Clone)]
 pub struct HttpTransport {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     base: String,
     config: HttpConfig,
 }
@@ -45,9 +66,16 @@ impl HttpTransport {
     /// A transport with explicit settings.
     pub fn with_config(config: HttpConfig) -> Result<HttpTransport> {
         config.validate()?;
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_nodelay(true);
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(config.connect_timeout));
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let tls = crate::tls::client_config(config.ca_file.as_deref())?;
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(8)
             .build(connector);
@@ -87,7 +115,14 @@ impl HttpTransport {
         self.client
             .request(request)
             .await
-            .map_err(|e| Error::unavailable(format!("{what}: cannot reach the hub: {}", chain(&e))))
+            .map_err(|e| match tls_failure(&e) {
+                // A certificate the node does not trust stays untrusted: retrying cannot help.
+                Some(tls) => Error::config(format!(
+                    "{what}: the hub's TLS certificate is refused ({tls}); if a private CA signed \
+                     it, give its certificate with --ca-file (HttpConfig::ca_file)"
+                )),
+                None => Error::unavailable(format!("{what}: cannot reach the hub: {}", chain(&e))),
+            })
     }
 
     /// Send, wait for the whole answer within the request timeout, decode it.
