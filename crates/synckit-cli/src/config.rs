@@ -29,6 +29,7 @@
 //! hub = "http://127.0.0.1:7700"
 //! token = "s3cret"
 //! ca_file = "./ca.crt"        # extra certificate authorities to trust for an https hub
+//! request_timeout_ms = 30000  # deadline of one hub call, answer included
 //! resolver = "lww"            # lww | fww | merge | review
 //! rules = "./rules.yaml"      # a rules file instead of one resolver (see synckit-resolve)
 //! batch_size = 100
@@ -105,6 +106,8 @@ pub struct NodeFile {
     pub token: Option<String>,
     /// Extra certificate authorities (PEM) to trust for an https hub.
     pub ca_file: Option<PathBuf>,
+    /// Deadline of one hub call in milliseconds, answer included (default 30,000).
+    pub request_timeout_ms: Option<u64>,
     pub resolver: Option<String>,
     pub rules: Option<PathBuf>,
     pub batch_size: Option<usize>,

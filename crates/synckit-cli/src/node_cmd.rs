@@ -207,15 +207,21 @@ fn data_dir(options: &NodeOptions, file: &NodeFile) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("./synckit-node"))
 }
 
-/// The HTTP transport to `url`, trusting the extra authorities of `ca_file` for https.
+/// The HTTP transport to `url`, trusting the extra authorities of `ca_file` for https, with
+/// the request deadline of the config file.
 pub(crate) fn http_transport(
     url: String,
     token: Option<String>,
     ca_file: Option<PathBuf>,
+    file: &NodeFile,
 ) -> anyhow::Result<HttpTransport> {
+    let defaults = HttpConfig::new(url, token);
     let config = HttpConfig {
         ca_file,
-        ..HttpConfig::new(url, token)
+        request_timeout: file
+            .request_timeout_ms
+            .map_or(defaults.request_timeout, std::time::Duration::from_millis),
+        ..defaults
     };
     Ok(HttpTransport::with_config(config)?)
 }
@@ -249,7 +255,7 @@ async fn open_with(
                 .context("this command needs --hub URL (or hub in the config file)")?;
             let token = h.token.clone().or_else(|| file.token.clone());
             let ca_file = h.ca_file.clone().or_else(|| file.ca_file.clone());
-            Arc::new(http_transport(url, token, ca_file)?)
+            Arc::new(http_transport(url, token, ca_file, file)?)
         }
         None => Arc::new(OfflineTransport),
     };

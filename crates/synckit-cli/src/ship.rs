@@ -287,7 +287,8 @@ async fn open_node(args: &ShipArgs, file: &NodeFile) -> anyhow::Result<(Node, Pa
             .with_context(|| format!("opening the node store in {}", dir.display()))?,
     );
     let ca_file = args.ca_file.clone().or_else(|| file.ca_file.clone());
-    let transport: DynTransport = Arc::new(crate::node_cmd::http_transport(url, token, ca_file)?);
+    let transport: DynTransport =
+        Arc::new(crate::node_cmd::http_transport(url, token, ca_file, file)?);
     let mut config = Config::default();
     if let Some(n) = file.batch_size {
         config.batch_size = n;
