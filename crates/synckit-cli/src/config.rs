@@ -6,6 +6,7 @@
 //! data = "./synckit-data"
 //! store = "sled"              # sled | sqlite | postgres | memory
 //! postgres_url = "postgres://postgres@127.0.0.1:5432/synckit"
+//! postgres_schema = "synckit"  # schema of the hub's tables
 //! tokens = ["s3cret=acme:write"]
 //! allow_anonymous = false
 //! tls_cert = "./hub.crt"      # serve HTTPS with this PEM certificate chain ...
@@ -61,6 +62,7 @@ pub struct ServeFile {
     pub data: Option<PathBuf>,
     pub store: Option<String>,
     pub postgres_url: Option<String>,
+    pub postgres_schema: Option<String>,
     #[serde(default)]
     pub tokens: Vec<String>,
     pub allow_anonymous: Option<bool>,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 use synckit::server::{Hub, HubConfig, Limits, RateLimit, TlsFiles, TokenGrant};
-use synckit::{DynEventStore, MemoryStore, PostgresStore, SledStore, SqliteStore};
+use synckit::{DynEventStore, MemoryStore, PostgresConfig, PostgresStore, SledStore, SqliteStore};
 
 use crate::config::ServeFile;
 
@@ -27,6 +27,10 @@ pub struct ServeArgs {
     /// PostgreSQL URL for --store postgres.
     #[arg(long, value_name = "URL")]
     postgres_url: Option<String>,
+    /// PostgreSQL schema of the hub's tables (default `synckit`), so several hubs can share a
+    /// database.
+    #[arg(long, value_name = "NAME")]
+    postgres_schema: Option<String>,
     /// Accept this token: SECRET=TENANT:ROLE (role read, write or admin). Repeatable.
     #[arg(long = "token", value_name = "SECRET=TENANT:ROLE")]
     tokens: Vec<String>,
@@ -78,7 +82,11 @@ pub async fn run(args: ServeArgs, file: ServeFile) -> anyhow::Result<()> {
             let url = args.postgres_url.or(file.postgres_url).context(
                 "--store postgres needs --postgres-url (or postgres_url in the config file)",
             )?;
-            Arc::new(PostgresStore::connect_url(url).await?)
+            let mut config = PostgresConfig::new(url);
+            if let Some(schema) = args.postgres_schema.or(file.postgres_schema) {
+                config = config.with_schema(schema);
+            }
+            Arc::new(PostgresStore::connect(config).await?)
         }
         "memory" => Arc::new(MemoryStore::new()),
         other => bail!("unknown store {other:?}; expected sled, sqlite, postgres or memory"),

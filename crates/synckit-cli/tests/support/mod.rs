@@ -24,8 +24,13 @@ pub struct Hub {
 impl Hub {
     /// Start `synckit serve --listen 127.0.0.1:0 <args>` and wait for its address.
     pub fn start(args: &[&str]) -> Hub {
+        Hub::start_at("127.0.0.1:0", args)
+    }
+
+    /// Start `synckit serve --listen <listen> <args>` and wait for its address.
+    pub fn start_at(listen: &str, args: &[&str]) -> Hub {
         let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["serve", "--listen", listen])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
