@@ -30,6 +30,11 @@ const BENCHES: &[Bench] = &[
                 sled, memory push, subscriber latency and memory",
     },
     Bench {
+        name: "load",
+        about: "1,000 concurrent clients pushing and pulling for 60 s against one `synckit serve` \
+                process: answers by status, request latency p50/p99, hub memory over time",
+    },
+    Bench {
         name: "resolve",
         about: "decisions per second of a 100-rule resolver on one core; loading a 1,000-rule \
                 file in YAML and JSON",
@@ -49,7 +54,7 @@ pub fn run(args: &[String]) -> Result<()> {
     };
     println!("==> bench {}: {}", bench.name, bench.about);
     let root = workspace::root();
-    if bench.name == "net" {
+    if bench.name == "net" || bench.name == "load" {
         // The hub runs as the real binary, built the same way.
         let mut build = workspace::cargo(&root);
         build.args(["build", "--release", "--locked", "--package", "synckit-cli"]);

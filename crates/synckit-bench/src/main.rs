@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // benchmark driver: a panic is a failed run.
 
 mod buffer;
+mod load;
 mod net;
 mod resolve;
 mod stats;
@@ -30,7 +31,7 @@ fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(name) = args.first() else {
         bail!(
-            "usage: synckit-bench <benchmark> [--quick] [parts...]; benchmarks: stores, net, buffer, resolve"
+            "usage: synckit-bench <benchmark> [--quick] [parts...]; benchmarks: stores, net, load, buffer, resolve"
         );
     };
     let quick = args.iter().any(|a| a == "--quick");
@@ -46,8 +47,11 @@ fn run() -> Result<()> {
         "stores" => runtime.block_on(stores::run(quick, &only)),
         "buffer" => runtime.block_on(buffer::run(quick, &only)),
         "net" => runtime.block_on(net::run(quick, &only)),
+        "load" => runtime.block_on(load::run(quick)),
         // Its own current-thread runtime: it measures one core.
         "resolve" => resolve::run(quick),
-        other => bail!("no benchmark named {other:?}; available: stores, net, buffer, resolve"),
+        other => {
+            bail!("no benchmark named {other:?}; available: stores, net, load, buffer, resolve")
+        }
     }
 }

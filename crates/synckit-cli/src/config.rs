@@ -7,6 +7,7 @@
 //! store = "sled"              # sled | sqlite | postgres | memory
 //! postgres_url = "postgres://postgres@127.0.0.1:5432/synckit"
 //! postgres_schema = "synckit"  # schema of the hub's tables
+//! sled_cache_mib = 256        # sled's page cache, in MiB
 //! tokens = ["s3cret=acme:write"]
 //! allow_anonymous = false
 //! tls_cert = "./hub.crt"      # serve HTTPS with this PEM certificate chain ...
@@ -63,6 +64,8 @@ pub struct ServeFile {
     pub store: Option<String>,
     pub postgres_url: Option<String>,
     pub postgres_schema: Option<String>,
+    /// sled's page cache in MiB (default 256).
+    pub sled_cache_mib: Option<u64>,
     #[serde(default)]
     pub tokens: Vec<String>,
     pub allow_anonymous: Option<bool>,

@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 use synckit::server::{Hub, HubConfig, Limits, RateLimit, TlsFiles, TokenGrant};
-use synckit::{DynEventStore, MemoryStore, PostgresConfig, PostgresStore, SledStore, SqliteStore};
+use synckit::{
+    DynEventStore, MemoryStore, PostgresConfig, PostgresStore, SledConfig, SledStore, SqliteStore,
+};
 
 use crate::config::ServeFile;
 
@@ -72,7 +74,13 @@ pub async fn run(args: ServeArgs, file: ServeFile) -> anyhow::Result<()> {
         .map(|t| t.parse::<TokenGrant>())
         .collect::<Result<Vec<_>, _>>()?;
     let store: DynEventStore = match kind.as_str() {
-        "sled" => Arc::new(SledStore::open(&data)?),
+        "sled" => {
+            let mut config = SledConfig::new(&data);
+            if let Some(mib) = file.sled_cache_mib {
+                config = config.cache_capacity(mib.saturating_mul(1 << 20));
+            }
+            Arc::new(SledStore::open_with(config)?)
+        }
         "sqlite" => {
             std::fs::create_dir_all(&data)
                 .with_context(|| format!("cannot create the data directory {}", data.display()))?;

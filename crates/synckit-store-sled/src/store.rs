@@ -14,7 +14,7 @@ use synckit_types::{
     ErrorKind, Event, EventStore, NodeState, NodeStore, NodeWrite, Page, PendingEvent, ReadRequest,
     Result, ReviewEntry, Seq, StoredEvent, TenantId,
 };
-use tokio::sync::{OwnedRwLockReadGuard, RwLock as AsyncRwLock};
+use tokio::sync::{OwnedRwLockReadGuard, OwnedSemaphorePermit, RwLock as AsyncRwLock, Semaphore};
 
 use crate::codec::{
     FORMAT, FORMAT_KEY, HUB_TREE, META_TREE, NODE_TREE, SCHEMA_KEY, SCHEMA_VERSION,
@@ -53,6 +53,21 @@ pub struct SledStore {
     poisoned: Arc<Poison>,
     tenants: Mutex<HashMap<TenantId, Arc<Tenant>>>,
     node: Arc<AsyncRwLock<NodeMeta>>,
+    /// Reads running on the blocking pool at once. Callers past it wait here, in async code,
+    /// rather than each parking a blocking thread (a thousand concurrent pulls would otherwise
+    /// start hundreds of threads, each with its stack and allocator caches).
+    reads: Arc<Semaphore>,
+}
+
+/// Concurrent reads on the blocking pool: twice the cores, at least 4.
+fn read_concurrency() -> usize {
+    std::thread::available_parallelism().map_or(4, |n| (2 * n.get()).max(4))
+}
+
+/// A shared gate and a read permit, held together for the length of one read.
+struct ReadGuard<T> {
+    _permit: OwnedSemaphorePermit,
+    gate: OwnedRwLockReadGuard<T>,
 }
 
 #[derive(Clone)]
@@ -170,6 +185,7 @@ impl SledStore {
             poisoned: Arc::new(Poison::default()),
             tenants: Mutex::new(tenants),
             node: Arc::new(AsyncRwLock::new(meta)),
+            reads: Arc::new(Semaphore::new(read_concurrency())),
         })
     }
 
@@ -236,22 +252,46 @@ impl SledStore {
     async fn read_tenant(
         &self,
         tenant: &TenantId,
-    ) -> Result<Option<(Arc<Tenant>, OwnedRwLockReadGuard<()>, Handles)>> {
+    ) -> Result<Option<(Arc<Tenant>, ReadGuard<()>, Handles)>> {
         self.check_open()?;
         let Some(t) = self.tenant(tenant)? else {
             return Ok(None);
         };
-        let guard = t.gate.clone().read_owned().await;
+        let permit = self.read_permit().await?;
+        let gate = t.gate.clone().read_owned().await;
         let handles = self.handles()?;
-        Ok(Some((t, guard, handles)))
+        Ok(Some((
+            t,
+            ReadGuard {
+                _permit: permit,
+                gate,
+            },
+            handles,
+        )))
+    }
+
+    /// A place among the reads allowed on the blocking pool at once.
+    async fn read_permit(&self) -> Result<OwnedSemaphorePermit> {
+        self.reads
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::internal("the sled read limiter was closed"))
     }
 
     /// The node meta held shared, and the open trees.
-    async fn read_node(&self) -> Result<(OwnedRwLockReadGuard<NodeMeta>, Handles)> {
+    async fn read_node(&self) -> Result<(ReadGuard<NodeMeta>, Handles)> {
         self.check_open()?;
-        let guard = self.node.clone().read_owned().await;
+        let permit = self.read_permit().await?;
+        let gate = self.node.clone().read_owned().await;
         let handles = self.handles()?;
-        Ok((guard, handles))
+        Ok((
+            ReadGuard {
+                _permit: permit,
+                gate,
+            },
+            handles,
+        ))
     }
 
     /// Close both roles: refuse new calls, wait for running writes, flush, record the
@@ -610,7 +650,7 @@ where
     F: FnOnce(&sled::Tree, &NodeMeta) -> Result<T> + Send + 'static,
 {
     let (guard, handles) = store.read_node().await?;
-    blocking(what, move || query(&handles.node, &guard)).await
+    blocking(what, move || query(&handles.node, &guard.gate)).await
 }
 
 #[async_trait]

@@ -59,6 +59,9 @@ struct Shared {
     readers: Mutex<Vec<Connection>>,
     /// One permit per reader connection, so at most `config.readers` are open.
     reader_permits: Arc<Semaphore>,
+    /// One permit for the writer: waiting writes queue here, in async code, instead of each
+    /// parking a blocking thread on the writer's mutex.
+    writer_permit: Arc<Semaphore>,
 }
 
 /// Whether a write may still commit: its caller's future decides `Cancelled` when dropped.
@@ -270,6 +273,7 @@ impl SqliteStore {
                 writer: Mutex::new(Some(writer)),
                 readers: Mutex::new(vec![reader]),
                 reader_permits: Arc::new(Semaphore::new(permits)),
+                writer_permit: Arc::new(Semaphore::new(1)),
             }),
         })
     }
@@ -291,6 +295,7 @@ impl SqliteStore {
             return Ok(());
         }
         self.shared.reader_permits.close();
+        self.shared.writer_permit.close();
         let shared = self.shared.clone();
         joined(tokio::task::spawn_blocking(move || shared.close()).await)
     }
@@ -334,10 +339,23 @@ impl SqliteStore {
         F: FnOnce(&Connection, u64) -> Result<T> + Send + 'static,
     {
         self.check_open()?;
+        let permit = self
+            .shared
+            .writer_permit
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| closed())?;
         let gate = Arc::new(Gate(Mutex::new(GateState::Waiting)));
         let _cancel_on_drop = CancelOnDrop(gate.clone());
         let shared = self.shared.clone();
-        joined(tokio::task::spawn_blocking(move || shared.write(&gate, work)).await)
+        joined(
+            tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                shared.write(&gate, work)
+            })
+            .await,
+        )
     }
 
     /// Run a read transaction on the blocking pool (see [`Shared::read`]).

@@ -22,6 +22,11 @@ pub struct HubProcess {
 impl HubProcess {
     /// Start `synckit serve` on a loopback port with `store` (`sled` or `memory`) in `data`.
     pub fn start(store: &str, data: &Path) -> Result<HubProcess> {
+        HubProcess::start_with(store, data, &[])
+    }
+
+    /// [`HubProcess::start`] with more `synckit serve` arguments (tokens, a config file).
+    pub fn start_with(store: &str, data: &Path, extra: &[&str]) -> Result<HubProcess> {
         let bin = binary()?;
         let mut child = Command::new(&bin)
             .args([
@@ -33,6 +38,7 @@ impl HubProcess {
                 "--data",
             ])
             .arg(data)
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -2,7 +2,7 @@
 //! of a large log between sled stores beside raw sled, memory-to-memory push beside the
 //! in-process hub, subscriber latency and memory, and the hub's memory while a node pulls.
 
-mod hub;
+pub(crate) mod hub;
 mod subscribers;
 
 use std::sync::Arc;
