@@ -119,8 +119,9 @@ pub async fn run(quick: bool) -> Result<()> {
 
     let mut latencies = tally.latencies.clone();
     latencies.sort_unstable();
-    let pct = |p: f64| {
-        let index = ((latencies.len() as f64 - 1.0) * p).round() as usize;
+    let pct = |p: usize| {
+        // Nearest rank, in integers: index = round((len - 1) * p) with p in thousandths.
+        let index = (latencies.len().saturating_sub(1) * p + 500) / 1000;
         f64::from(latencies.get(index).copied().unwrap_or(0)) / 1000.0
     };
     let total: u64 = tally.statuses.values().sum();
@@ -183,8 +184,8 @@ pub async fn run(quick: bool) -> Result<()> {
             "== 0",
             errors == 0,
         ),
-        figure("request latency p50", pct(0.50), "ms"),
-        figure("request latency p99", pct(0.99), "ms"),
+        figure("request latency p50", pct(500), "ms"),
+        figure("request latency p99", pct(990), "ms"),
         checked(
             "hub RSS growth after warm-up",
             growth,
