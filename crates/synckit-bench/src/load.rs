@@ -64,7 +64,14 @@ struct Tally {
 }
 
 pub async fn run(quick: bool) -> Result<()> {
-    let load = Load::new(quick);
+    let mut load = Load::new(quick);
+    // A longer soak: SYNCKIT_LOAD_SECS=600 cargo xtask bench load.
+    if let Some(seconds) = std::env::var("SYNCKIT_LOAD_SECS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    {
+        load.duration = Duration::from_secs(seconds.max(load.warm_up.as_secs() + 10));
+    }
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("hub.toml");
     // A rate limit the workload can reach, so the 429 path runs under load too; and a sled
