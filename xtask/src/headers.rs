@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 /// Directories searched for `.rs` files, relative to the workspace root.
-const ROOTS: &[&str] = &["crates", "xtask", "tests"];
+const ROOTS: &[&str] = &["crates", "xtask", "tests", "fuzz"];
 
 /// Check every `.rs` file under [`ROOTS`]; list the offenders.
 pub fn check(root: &Path) -> Result<()> {
