@@ -58,6 +58,7 @@ async fn client(
     run: String,
     ledger: Arc<Mutex<Ledger>>,
     progress: watch::Sender<u64>,
+    mut restarts: watch::Receiver<u64>,
     stop: Arc<AtomicBool>,
 ) {
     let hub = HttpTransport::with_config(HttpConfig {
@@ -74,7 +75,9 @@ async fn client(
             .unwrap()
             .sent
             .extend(events.iter().map(|e| e.id.to_string()));
+        let mut failed_at = None;
         loop {
+            let generation = *restarts.borrow();
             match hub.push(&events).await {
                 Ok(report) => {
                     let mut ledger = ledger.lock().unwrap();
@@ -90,8 +93,14 @@ async fn client(
                     }
                     break;
                 }
-                // The hub is down or restarting: back off a little, then send the same batch.
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                // The first failure may be a connection the killed hub left behind: retry at
+                // once, on a new one. A second failure with no restart in between means the hub
+                // is down: wait for it to come back, then send the same batch again.
+                Err(_) if failed_at != Some(generation) => failed_at = Some(generation),
+                Err(_) => {
+                    // Once the loop is over (the sender dropped), just retry.
+                    let _ = restarts.wait_for(|g| *g > generation).await;
+                }
             }
         }
         progress.send_modify(|p| *p += 1);
@@ -108,6 +117,7 @@ async fn crash_loop(store: &[String]) {
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let stop = Arc::new(AtomicBool::new(false));
     let (progress, mut watched) = watch::channel(0u64);
+    let (restarted_tx, restarts) = watch::channel(0u64);
     let clients: Vec<_> = (0..CLIENTS)
         .map(|id| {
             tokio::spawn(client(
@@ -116,6 +126,7 @@ async fn crash_loop(store: &[String]) {
                 run.clone(),
                 ledger.clone(),
                 progress.clone(),
+                restarts.clone(),
                 stop.clone(),
             ))
         })
@@ -144,8 +155,10 @@ async fn crash_loop(store: &[String]) {
             "round {round}: the hub came back elsewhere"
         );
         hub = Some(restarted);
+        restarted_tx.send_modify(|g| *g += 1);
     }
     stop.store(true, Ordering::Relaxed);
+    drop(restarted_tx);
     for c in clients {
         c.await.unwrap();
     }
