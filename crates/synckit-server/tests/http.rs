@@ -4,50 +4,17 @@
 //! against the real binary.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
+mod support;
+
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
-use synckit_server::{Hub, HubConfig, Limits, RunningHub};
-use synckit_store_memory::MemoryStore;
-use synckit_testkit::hub_suite::{self, BodyLimits, HubClient, TenantTokens};
-
-struct TestHub {
-    hub: RunningHub,
-    client: HubClient,
-    a: TenantTokens,
-    b: TenantTokens,
-}
-
-/// A hub over a memory store with read, write and admin tokens for tenants `a` and `b`.
-async fn start(limits: Limits) -> TestHub {
-    let (a, b) = (TenantTokens::for_tenant("a"), TenantTokens::for_tenant("b"));
-    let config = HubConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        tokens: a
-            .grants()
-            .iter()
-            .chain(&b.grants())
-            .map(|g| g.parse().unwrap())
-            .collect(),
-        limits,
-        ..HubConfig::default()
-    };
-    let hub = Hub::new(Arc::new(MemoryStore::new()), config)
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
-    TestHub {
-        client: HubClient::new(&hub.url()),
-        hub,
-        a,
-        b,
-    }
-}
+use support::{TestHub, start};
+use synckit_server::Limits;
+use synckit_testkit::hub_suite::{self, BodyLimits};
 
 fn event(id: &str, aggregate: &str) -> Value {
     hub_suite::event(id, aggregate, json!({"n": id}))

@@ -4,42 +4,22 @@
 //! subscriber limit per tenant 429; and the hostile-input tables of `synckit-testkit`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
+mod support;
+
 use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::Method;
-use synckit_server::{Hub, HubConfig, Limits, RateLimit, RunningHub};
-use synckit_store_memory::MemoryStore;
+use support::{TestHub, start};
+use synckit_server::{Limits, RateLimit};
 use synckit_testkit::hostile::{EventLimits, check_hostile_events};
-use synckit_testkit::hub_suite::{self, BodyLimits, HubClient, TenantTokens, bearer};
+use synckit_testkit::hub_suite::{self, BodyLimits, HubClient, bearer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// A bound on every wait of these tests; reaching it fails the test. No test waits for time to
 /// pass to synchronise: each waits for the hub to act.
 const BOUND: Duration = Duration::from_secs(20);
-
-async fn start(limits: Limits) -> (RunningHub, TenantTokens, TenantTokens) {
-    let (a, b) = (TenantTokens::for_tenant("a"), TenantTokens::for_tenant("b"));
-    let config = HubConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        tokens: a
-            .grants()
-            .iter()
-            .chain(&b.grants())
-            .map(|g| g.parse().unwrap())
-            .collect(),
-        limits,
-        ..HubConfig::default()
-    };
-    let hub = Hub::new(Arc::new(MemoryStore::new()), config)
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
-    (hub, a, b)
-}
 
 /// Read until the hub closes the connection; what it sent.
 async fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
@@ -64,7 +44,7 @@ async fn a_slowloris_is_cut_off_while_others_are_served() {
         header_read_timeout: Duration::from_millis(500),
         ..Limits::default()
     };
-    let (hub, a, _) = start(limits).await;
+    let TestHub { hub, a, .. } = start(limits).await;
     let client = HubClient::new(&hub.url());
     let mut slow = TcpStream::connect(hub.addr()).await.unwrap();
     slow.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
@@ -110,7 +90,7 @@ async fn a_slow_body_answers_408_and_large_headers_431() {
         max_header_bytes: 8 << 10,
         ..Limits::default()
     };
-    let (hub, a, _) = start(limits).await;
+    let TestHub { hub, a, .. } = start(limits).await;
     let mut stream = TcpStream::connect(hub.addr()).await.unwrap();
     let head = format!(
         "POST /v1/events HTTP/1.1\r\nhost: x\r\nauthorization: {}\r\n\
@@ -148,7 +128,7 @@ async fn connections_past_the_limit_answer_503() {
         max_connections: 2,
         ..Limits::default()
     };
-    let (hub, a, _) = start(limits).await;
+    let TestHub { hub, a, .. } = start(limits).await;
     // Two connections that have sent a request and been answered hold both slots.
     let mut held = Vec::new();
     for _ in 0..2 {
@@ -207,7 +187,7 @@ async fn each_token_has_a_rate_limit_answered_429_with_retry_after() {
         }),
         ..Limits::default()
     };
-    let (hub, a, b) = start(limits).await;
+    let TestHub { hub, a, b, .. } = start(limits).await;
     let client = HubClient::new(&hub.url());
     for n in 0..3 {
         let answer = client.get(&a.read, "/v1/head").await;
@@ -246,7 +226,7 @@ async fn subscribers_per_tenant_are_bounded() {
         max_subscribers_per_tenant: 2,
         ..Limits::default()
     };
-    let (hub, a, b) = start(limits).await;
+    let TestHub { hub, a, b, .. } = start(limits).await;
     let client = HubClient::new(&hub.url());
     let auth_a = bearer(&a.read);
     let first = client
@@ -297,7 +277,7 @@ async fn hostile_input_table() {
         max_json_depth: 16,
         ..Limits::default()
     };
-    let (hub, a, b) = start(limits.clone()).await;
+    let TestHub { hub, a, b, .. } = start(limits.clone()).await;
     let url = hub.url();
     // Malformed, oversized, wrong-tenant, wrong-role, wrong-path and wrong-type requests: each
     // answers its status with the head of both tenants unchanged.
