@@ -13,23 +13,11 @@ use serde_json::Value;
 use support::{BIN, Hub};
 
 fn synckit(dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .args(args)
-        .arg("--data")
-        .arg(dir)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap()
+    support::node(dir, None, args)
 }
 
 fn ok(dir: &Path, args: &[&str]) -> String {
-    let out = synckit(dir, args);
-    assert!(
-        out.status.success(),
-        "synckit {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    support::node_ok(dir, None, args)
 }
 
 fn log(dir: &Path) -> Vec<Value> {

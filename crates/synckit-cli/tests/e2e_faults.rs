@@ -12,41 +12,31 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{BIN, Hub};
+use support::Hub;
 use synckit_testkit::fault_proxy::{Fault, FaultProxy, Schedule};
 
 /// Node settings for a faulty network: a blackholed call gives up after a second.
 const NODE_CONFIG: &str = "[node]\nrequest_timeout_ms = 1000\n";
 
+/// Run a node command with [`NODE_CONFIG`] (written beside the node's directory).
 fn synckit(dir: &Path, args: &[&str]) -> std::process::Output {
+    support::node(dir, Some(&node_config(dir)), args)
+}
+
+fn ok(dir: &Path, args: &[&str]) -> String {
+    support::node_ok(dir, Some(&node_config(dir)), args)
+}
+
+fn node_config(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     let config = dir.with_extension("toml");
     if !config.exists() {
         std::fs::write(&config, NODE_CONFIG).unwrap();
     }
-    Command::new(BIN)
-        .arg("--config")
-        .arg(&config)
-        .args(args)
-        .arg("--data")
-        .arg(dir)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap()
-}
-
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let out = synckit(dir, args);
-    assert!(
-        out.status.success(),
-        "synckit {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    config
 }
 
 fn json(dir: &Path, args: &[&str]) -> Value {

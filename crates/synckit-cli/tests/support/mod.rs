@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -104,4 +105,30 @@ pub fn output_within(args: &[&str]) -> Output {
             panic!("synckit {args:?} did not end within {PROCESS_WAIT:?}");
         }
     }
+}
+
+/// Run `synckit [--config CONFIG] <args> --data <dir>` to the end.
+pub fn node(dir: &Path, config: Option<&Path>, args: &[&str]) -> Output {
+    let mut command = Command::new(BIN);
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
+    }
+    command
+        .args(args)
+        .arg("--data")
+        .arg(dir)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+/// [`node`], failing the test with its stderr unless it succeeds; its stdout.
+pub fn node_ok(dir: &Path, config: Option<&Path>, args: &[&str]) -> String {
+    let out = node(dir, config, args);
+    assert!(
+        out.status.success(),
+        "synckit {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
