@@ -12,7 +12,7 @@ use synckit_types::{Error, Event, Result, Seq, StoredEvent};
 use crate::error::corrupted;
 
 /// The on-disk schema this build writes and reads. Bump it when a layout below changes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Name of the tree holding the schema marker.
 pub(crate) const META_TREE: &str = "synckit_meta";
@@ -32,8 +32,10 @@ pub(crate) const FORMAT: &[u8] = b"synckit-store-sled";
 pub(crate) const HUB_HEAD: u8 = b'H';
 /// `E lp(tenant) last-seq` -> a chunk of consecutive events (see [`ChunkBuilder`]).
 pub(crate) const HUB_EVENT: u8 = b'E';
-/// `I lp(tenant) event-id` -> seq `u64`.
+/// Schema 1 only, moved to [`HUB_ID_RUN`] at open: `I lp(tenant) event-id` -> seq `u64`.
 pub(crate) const HUB_ID: u8 = b'I';
+/// `J lp(tenant) first-event-id` -> a sorted run of ids and their seqs (see `idindex`).
+pub(crate) const HUB_ID_RUN: u8 = b'J';
 /// `A lp(tenant) lp(aggregate) last-seq` -> aggregate entries (see [`encode_aggregate`]).
 pub(crate) const HUB_AGGREGATE: u8 = b'A';
 /// `K lp(tenant) lp(kind) last-seq` -> the `seq`s (`u64` each) of that kind.

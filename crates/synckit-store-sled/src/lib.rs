@@ -18,11 +18,12 @@
 //! # Layout, in brief
 //! Three trees: `synckit_meta` (schema marker), `synckit_hub` and `synckit_node`. Per tenant the
 //! hub tree holds the log in chunks of up to 16 consecutive events keyed by their last `seq`,
-//! an id index (one small key per event, for idempotency), an aggregate index and a kind index
-//! (one record per aggregate or kind per append, carrying versions and kinds) and the head.
-//! sled's cost is per key written, so an append of 1,000 events writes about 1,000 small keys
-//! and about 80 records. Numbers in keys are big-endian, so every paged read is one range
-//! seek. Heads and the node's counters are also kept in memory, loaded and checked at open, so
+//! an id index for idempotency (sorted runs of up to 64 ids, keyed by their first id), an
+//! aggregate index and a kind index (one record per aggregate or kind per append, carrying
+//! versions and kinds) and the head. sled's cost is per key written, so an append of 1,000
+//! events with time-ordered ids (the default UUIDv7) writes about 100 records. Numbers in keys
+//! are big-endian, so every paged read is one range seek. A store written by schema 1 is
+//! upgraded in place when it is opened. Heads and the node's counters are also kept in memory, loaded and checked at open, so
 //! `head` and `state` are O(1).
 //!
 //! Beside sled's files, `synckit-store.json` records the schema version (checked before sled
@@ -54,6 +55,7 @@ mod codec;
 mod config;
 mod error;
 mod hub;
+mod idindex;
 mod marker;
 mod node;
 mod store;

@@ -410,7 +410,7 @@ fn open_checked(config: &SledConfig) -> Result<Opened> {
     let meta_tree = db
         .open_tree(META_TREE)
         .map_err(|e| sled_error("opening the meta tree", e))?;
-    if fresh {
+    let version = if fresh {
         let mut batch = sled::Batch::default();
         batch.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes()[..]);
         batch.insert(FORMAT_KEY, FORMAT);
@@ -419,9 +419,10 @@ fn open_checked(config: &SledConfig) -> Result<Opened> {
             .map_err(|e| sled_error("writing the schema marker", e))?;
         db.flush()
             .map_err(|e| sled_error("flushing the schema marker", e))?;
+        SCHEMA_VERSION
     } else {
-        check_schema(&meta_tree)?;
-    }
+        check_schema(&meta_tree)?
+    };
     let hub = db
         .open_tree(HUB_TREE)
         .map_err(|e| sled_error("opening the hub tree", e))?;
@@ -429,6 +430,9 @@ fn open_checked(config: &SledConfig) -> Result<Opened> {
         .open_tree(NODE_TREE)
         .map_err(|e| sled_error("opening the node tree", e))?;
     let heads = hub::load_heads(&hub)?;
+    if version < SCHEMA_VERSION {
+        upgrade(&db, &meta_tree, &hub, &heads, version)?;
+    }
     let meta = node::load_meta(&node)?;
     match &marker {
         Some(marker) => {
@@ -445,8 +449,32 @@ fn open_checked(config: &SledConfig) -> Result<Opened> {
     Ok((Handles { db, hub, node }, heads, meta))
 }
 
-/// Refuse a store of another format or a newer schema.
-fn check_schema(meta: &sled::Tree) -> Result<()> {
+/// Bring a store of an older schema to [`SCHEMA_VERSION`]. Each step is atomic and can be
+/// run again, so a crash during the upgrade leaves a store the next open finishes upgrading.
+fn upgrade(
+    db: &sled::Db,
+    meta: &sled::Tree,
+    hub: &sled::Tree,
+    heads: &[(TenantId, Seq)],
+    from: u32,
+) -> Result<()> {
+    // 1 -> 2: the id index moves from one key per event to sorted runs.
+    let moved = hub::migrate_id_index(hub, heads)?;
+    meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes()[..])
+        .map_err(|e| sled_error("writing the schema marker", e))?;
+    db.flush()
+        .map_err(|e| sled_error("flushing the upgraded store", e))?;
+    tracing::info!(
+        from,
+        to = SCHEMA_VERSION,
+        ids = moved,
+        "upgraded the sled store's schema"
+    );
+    Ok(())
+}
+
+/// Refuse a store of another format or a newer schema; the schema version otherwise.
+fn check_schema(meta: &sled::Tree) -> Result<u32> {
     let format = meta
         .get(FORMAT_KEY)
         .map_err(|e| sled_error("reading the format marker", e))?;
@@ -462,7 +490,8 @@ fn check_schema(meta: &sled::Tree) -> Result<()> {
     let version = <[u8; 4]>::try_from(version.as_ref())
         .map(u32::from_be_bytes)
         .map_err(|_| corrupted("the schema version marker is malformed"))?;
-    marker::check_schema_version(version)
+    marker::check_schema_version(version)?;
+    Ok(version)
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
