@@ -129,7 +129,10 @@ async fn a_schema_one_store_is_upgraded_at_open() {
         );
         // And new events append after the old ones.
         let new = event(&format!("{t}-new"), "agg-0", "new");
-        let report = store.append(&tenant, std::slice::from_ref(&new)).await.unwrap();
+        let report = store
+            .append(&tenant, std::slice::from_ref(&new))
+            .await
+            .unwrap();
         assert!(matches!(
             report.results[0].outcome,
             AppendOutcome::Accepted { .. }
