@@ -46,8 +46,10 @@ pub(crate) const HUB_KIND: u8 = b'K';
 pub(crate) const NODE_META: u8 = b'M';
 /// `C seq` -> event record.
 pub(crate) const NODE_CONFIRMED: u8 = b'C';
-/// `c event-id` -> seq `u64`.
+/// Schema 1 only, moved to [`NODE_CONFIRMED_ID_RUN`] at open: `c event-id` -> seq `u64`.
 pub(crate) const NODE_CONFIRMED_ID: u8 = b'c';
+/// `d first-event-id` -> a sorted run of confirmed ids and their seqs (see `idindex`).
+pub(crate) const NODE_CONFIRMED_ID_RUN: u8 = b'd';
 /// `V aggregate` -> highest confirmed version `u64`.
 pub(crate) const NODE_VERSION: u8 = b'V';
 /// `O ordinal` -> outbox record.

@@ -15,11 +15,12 @@ use synckit_types::{
 
 use crate::codec::{
     Key, NODE_AUDIT, NODE_AUDIT_AGGREGATE, NODE_AUDIT_ID, NODE_CONFIRMED, NODE_CONFIRMED_ID,
-    NODE_META, NODE_OUTBOX, NODE_OUTBOX_AGGREGATE, NODE_OUTBOX_ID, NODE_REVIEW, NODE_REVIEW_ID,
-    NODE_VERSION, decode_event, decode_json, decode_stored, encode_event, encode_json,
-    encode_stored, key_suffix_u64, read_u64, u64_bytes,
+    NODE_CONFIRMED_ID_RUN, NODE_META, NODE_OUTBOX, NODE_OUTBOX_AGGREGATE, NODE_OUTBOX_ID,
+    NODE_REVIEW, NODE_REVIEW_ID, NODE_VERSION, decode_event, decode_json, decode_stored,
+    encode_event, encode_json, encode_stored, key_suffix_u64, read_u64, u64_bytes,
 };
 use crate::error::{corrupted, sled_error};
+use crate::idindex::{self, IdRuns};
 
 type Result<T> = std::result::Result<T, Error>;
 
@@ -109,10 +110,25 @@ fn get(tree: &Tree, key: &[u8], what: &str) -> Result<Option<sled::IVec>> {
     tree.get(key).map_err(|e| sled_error(what, e))
 }
 
-fn confirmed_id_key(id: &EventId) -> Vec<u8> {
-    Key::new(NODE_CONFIRMED_ID)
-        .tail(id.as_str().as_bytes())
-        .into_vec()
+/// The prefix of the confirmed ids' runs (see `idindex`).
+fn confirmed_ids_prefix() -> Key {
+    Key::new(NODE_CONFIRMED_ID_RUN)
+}
+
+/// The runs of confirmed ids covering every id `write` confirms or puts in the outbox.
+fn load_confirmed_ids(tree: &Tree, write: &NodeWrite) -> Result<IdRuns> {
+    let ids: Vec<&[u8]> = write
+        .confirm
+        .iter()
+        .map(|e| e.event.id.as_str().as_bytes())
+        .chain(write.put_pending.iter().map(|e| e.id.as_str().as_bytes()))
+        .collect();
+    IdRuns::load(tree, &confirmed_ids_prefix(), &ids)
+}
+
+/// Move schema 1's confirmed-id keys (one per event) into runs. Returns how many moved.
+pub(crate) fn migrate_confirmed_ids(tree: &Tree) -> Result<u64> {
+    idindex::migrate_keys(tree, &[NODE_CONFIRMED_ID], &confirmed_ids_prefix())
 }
 
 fn confirmed_key(seq: Seq) -> Vec<u8> {
@@ -159,9 +175,8 @@ fn audit_aggregate_prefix(aggregate: &AggregateId) -> Result<Key> {
     Key::new(NODE_AUDIT_AGGREGATE).part(aggregate.as_str().as_bytes())
 }
 
-fn is_confirmed(tree: &Tree, id: &EventId) -> Result<bool> {
-    tree.contains_key(confirmed_id_key(id))
-        .map_err(|e| sled_error("looking up a confirmed id", e))
+fn is_confirmed(confirmed_ids: &IdRuns, id: &EventId) -> bool {
+    confirmed_ids.get(id.as_str().as_bytes()).is_some()
 }
 
 /// The ordinal and aggregate of a pending event, as stored.
@@ -190,7 +205,7 @@ fn len_u64(len: usize) -> u64 {
 
 /// Validate `write` against the stored state, in the order it would be applied, so that
 /// [`prepare_commit`] cannot fail on a rule. Mirrors the memory store's checks and error kinds.
-fn check(tree: &Tree, meta: &NodeMeta, write: &NodeWrite) -> Result<()> {
+fn check(tree: &Tree, confirmed_ids: &IdRuns, meta: &NodeMeta, write: &NodeWrite) -> Result<()> {
     if let (Some(new), Some(old)) = (&write.node_id, &meta.node_id)
         && new != old
     {
@@ -208,7 +223,7 @@ fn check(tree: &Tree, meta: &NodeMeta, write: &NodeWrite) -> Result<()> {
         event
             .validate()
             .map_err(|e| e.context(format!("pending event {}", event.id)))?;
-        if confirming.contains(&event.id) || is_confirmed(tree, &event.id)? {
+        if confirming.contains(&event.id) || is_confirmed(confirmed_ids, &event.id) {
             return Err(Error::new(
                 ErrorKind::Conflict,
                 format!(
@@ -242,7 +257,7 @@ fn check(tree: &Tree, meta: &NodeMeta, write: &NodeWrite) -> Result<()> {
                 stored.seq, stored.aggregate_version
             )));
         }
-        if !confirm_ids.insert(id) || is_confirmed(tree, id)? {
+        if !confirm_ids.insert(id) || is_confirmed(confirmed_ids, id) {
             continue; // skipped when applied
         }
         let holder = match get(
@@ -330,6 +345,8 @@ struct Tx<'a> {
     /// Outbox changes of this write: `Some` pending at (ordinal, aggregate), `None` removed.
     outbox: HashMap<EventId, Option<(u64, AggregateId)>>,
     confirmed: HashSet<EventId>,
+    /// The stored confirmed ids this write can meet; takes the ones it confirms.
+    confirmed_ids: IdRuns,
     versions: HashMap<AggregateId, u64>,
     reviews: HashMap<String, Option<u64>>,
 }
@@ -408,7 +425,7 @@ impl Tx<'_> {
 
     fn confirm(&mut self, stored: &StoredEvent) -> Result<bool> {
         let id = &stored.event.id;
-        if self.confirmed.contains(id) || is_confirmed(self.tree, id)? {
+        if self.confirmed.contains(id) || is_confirmed(&self.confirmed_ids, id) {
             return Ok(false);
         }
         self.remove_pending(id)?;
@@ -423,8 +440,8 @@ impl Tx<'_> {
             confirmed_key(stored.seq),
             encode_stored(&stored.event, stored.aggregate_version, stored.recorded_at)?,
         );
-        self.batch
-            .insert(confirmed_id_key(id), &u64_bytes(stored.seq.get())[..]);
+        self.confirmed_ids
+            .add(id.as_str().as_bytes(), stored.seq.get())?;
         self.confirmed.insert(id.clone());
         self.meta.confirmed_head = self.meta.confirmed_head.max(stored.seq);
         Ok(true)
@@ -489,13 +506,15 @@ pub(crate) fn prepare_commit(
     meta: &NodeMeta,
     write: &NodeWrite,
 ) -> Result<PreparedCommit> {
-    check(tree, meta, write)?;
+    let confirmed_ids = load_confirmed_ids(tree, write)?;
+    check(tree, &confirmed_ids, meta, write)?;
     let mut tx = Tx {
         tree,
         batch: Batch::default(),
         meta: meta.clone(),
         outbox: HashMap::new(),
         confirmed: HashSet::new(),
+        confirmed_ids,
         versions: HashMap::new(),
         reviews: HashMap::new(),
     };
@@ -529,6 +548,7 @@ pub(crate) fn prepare_commit(
     for record in &write.audit {
         tx.put_audit(record)?;
     }
+    tx.confirmed_ids.write(&mut tx.batch)?;
     tx.batch
         .insert(&[NODE_META][..], encode_json(&tx.meta, "the node state")?);
     Ok(PreparedCommit {

@@ -431,7 +431,7 @@ fn open_checked(config: &SledConfig) -> Result<Opened> {
         .map_err(|e| sled_error("opening the node tree", e))?;
     let heads = hub::load_heads(&hub)?;
     if version < SCHEMA_VERSION {
-        upgrade(&db, &meta_tree, &hub, &heads, version)?;
+        upgrade(&db, &meta_tree, &hub, &node, &heads, version)?;
     }
     let meta = node::load_meta(&node)?;
     match &marker {
@@ -455,11 +455,13 @@ fn upgrade(
     db: &sled::Db,
     meta: &sled::Tree,
     hub: &sled::Tree,
+    node: &sled::Tree,
     heads: &[(TenantId, Seq)],
     from: u32,
 ) -> Result<()> {
-    // 1 -> 2: the id index moves from one key per event to sorted runs.
-    let moved = hub::migrate_id_index(hub, heads)?;
+    // 1 -> 2: the id indexes (the hub's, the node's confirmed ids) move from one key per
+    // event to sorted runs.
+    let moved = hub::migrate_id_index(hub, heads)? + node::migrate_confirmed_ids(node)?;
     meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes()[..])
         .map_err(|e| sled_error("writing the schema marker", e))?;
     db.flush()

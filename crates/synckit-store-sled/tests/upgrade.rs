@@ -6,7 +6,10 @@ use std::path::Path;
 
 use serde_json::json;
 use synckit_store_sled::{SCHEMA_VERSION, SledStore, sled};
-use synckit_types::{AppendOutcome, Event, EventStore, EventStoreExt, Hlc, RejectCode, TenantId};
+use synckit_types::{
+    AppendOutcome, ErrorKind, Event, EventStore, EventStoreExt, Hlc, NodeStore, NodeWrite,
+    RejectCode, Seq, StoredEvent, TenantId,
+};
 
 fn event(id: &str, aggregate: &str, note: &str) -> Event {
     Event::builder("Upgrade", aggregate)
@@ -35,10 +38,49 @@ fn part(bytes: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Rewrite a closed store's id index in the schema-1 layout: `I lp(tenant) id` -> seq, with
-/// no runs (`J`), and mark the database and the marker file as schema 1.
-fn downgrade_to_schema_one(dir: &Path, stored: &[(String, Vec<(String, u64)>)]) {
+/// Events confirmed on the node side: `n` events at seqs 1..=n.
+fn confirmed(n: usize) -> Vec<StoredEvent> {
+    (0..n)
+        .map(|i| StoredEvent {
+            event: event(
+                &format!("node-{:05}", (i * 7_919) % n),
+                "agg-n",
+                "confirmed",
+            ),
+            seq: Seq(i as u64 + 1),
+            aggregate_version: i as u64 + 1,
+            recorded_at: 5,
+        })
+        .collect()
+}
+
+/// Rewrite a closed store's id indexes in the schema-1 layout, with no runs, and mark the
+/// database and the marker file as schema 1: the hub's `I lp(tenant) id` -> seq instead of
+/// `J`, the node's `c id` -> seq instead of `d`.
+fn downgrade_to_schema_one(
+    dir: &Path,
+    stored: &[(String, Vec<(String, u64)>)],
+    node_confirmed: &[StoredEvent],
+) {
     let db = sled::Config::new().path(dir).open().unwrap();
+    let node = db.open_tree("synckit_node").unwrap();
+    let runs: Vec<_> = node
+        .scan_prefix([b'd'])
+        .keys()
+        .map(Result::unwrap)
+        .collect();
+    assert!(
+        !runs.is_empty(),
+        "the current schema keeps confirmed-id runs"
+    );
+    for key in runs {
+        node.remove(key).unwrap();
+    }
+    for e in node_confirmed {
+        let mut key = vec![b'c'];
+        key.extend_from_slice(e.event.id.as_str().as_bytes());
+        node.insert(key, &e.seq.get().to_be_bytes()[..]).unwrap();
+    }
     let hub = db.open_tree("synckit_hub").unwrap();
     for (tenant, ids) in stored {
         let mut runs = vec![b'J'];
@@ -92,9 +134,16 @@ async fn a_schema_one_store_is_upgraded_at_open() {
                 .collect::<Vec<_>>();
             stored.push((t.to_string(), ids));
         }
+        for part in confirmed(2_000).chunks(700) {
+            let write = NodeWrite {
+                confirm: part.to_vec(),
+                ..NodeWrite::default()
+            };
+            store.commit(write).await.unwrap();
+        }
         EventStore::close(&store).await.unwrap();
     }
-    downgrade_to_schema_one(dir.path(), &stored);
+    downgrade_to_schema_one(dir.path(), &stored, &confirmed(2_000));
 
     let store = SledStore::open(dir.path()).unwrap();
     for ((t, ids), n) in stored.iter().zip([3_000, 700]) {
@@ -143,6 +192,32 @@ async fn a_schema_one_store_is_upgraded_at_open() {
             AppendOutcome::Duplicate { .. }
         ));
     }
+    // The node still knows every confirmed id: confirming them again records nothing, and
+    // none can go back to the outbox; a new one is confirmed.
+    let again = NodeWrite {
+        confirm: confirmed(2_000),
+        ..NodeWrite::default()
+    };
+    assert_eq!(store.commit(again).await.unwrap().newly_confirmed, 0);
+    let back = NodeWrite {
+        put_pending: vec![confirmed(2_000)[1_234].event.clone()],
+        ..NodeWrite::default()
+    };
+    assert_eq!(
+        store.commit(back).await.unwrap_err().kind(),
+        ErrorKind::Conflict
+    );
+    let new = StoredEvent {
+        event: event("node-new", "agg-n", "confirmed"),
+        seq: Seq(2_001),
+        aggregate_version: 2_001,
+        recorded_at: 5,
+    };
+    let write = NodeWrite {
+        confirm: vec![new],
+        ..NodeWrite::default()
+    };
+    assert_eq!(store.commit(write).await.unwrap().newly_confirmed, 1);
     EventStore::close(&store).await.unwrap();
 
     // The database now says schema 2 and holds no schema-1 id keys.
@@ -154,4 +229,6 @@ async fn a_schema_one_store_is_upgraded_at_open() {
     );
     let hub = db.open_tree("synckit_hub").unwrap();
     assert_eq!(hub.scan_prefix([b'I']).count(), 0);
+    let node = db.open_tree("synckit_node").unwrap();
+    assert_eq!(node.scan_prefix([b'c']).count(), 0);
 }
