@@ -507,7 +507,7 @@ impl Node {
     /// Push the outbox in batches. Returns the aggregates that conflicted, with the hub's
     /// version; later events of those aggregates are held back for the resolver.
     ///
-    /// Pipelined: batch k+1 is read and sent while batch k's results are committed. Batches
+    /// Pipelined: batch k+1 is read, then sent while batch k's results are committed. Batches
     /// still reach the hub one after another, in outbox order (k+1 is sent only once the hub
     /// answered k), and a commit that fails stops the run after the push in flight; the hub
     /// then holds events the outbox still lists, which the next push confirms as duplicates.
@@ -523,26 +523,18 @@ impl Node {
         let context = self.resolution_context();
         let floor = inner.store.state().await?.cursor;
         loop {
+            // Batch k+1 is read before batch k's commit starts: a store may hold reads back
+            // while a commit runs, and that commit only touches batch k's events. A failed
+            // read still lets the commit below run.
+            let next = self.next_push_batch(&mut after, &conflicts).await;
             let send = async {
-                loop {
-                    let page = inner.store.pending(after, inner.config.batch_size).await?;
-                    let Some(last) = page.last() else {
-                        return Ok(None);
-                    };
-                    after = last.ordinal;
-                    let batch: Vec<Event> = page
-                        .into_iter()
-                        .map(|p| p.event)
-                        .filter(|e| !conflicts.contains_key(&e.aggregate_id))
-                        .collect();
-                    if batch.is_empty() {
-                        continue;
-                    }
-                    let report = self
-                        .call(token, "push", || inner.transport.push(&batch))
-                        .await?;
-                    return Ok::<_, Error>(Some((batch, report)));
-                }
+                let Some(batch) = next? else {
+                    return Ok(None);
+                };
+                let report = self
+                    .call(token, "push", || inner.transport.push(&batch))
+                    .await?;
+                Ok::<_, Error>(Some((batch, report)))
             };
             let commit = async {
                 match committing.take() {
@@ -572,6 +564,31 @@ impl Node {
             }
             debug!(node = %inner.node_id, batch = batch.len(), stored = plan.stored, "pushed");
             committing = Some(plan);
+        }
+    }
+
+    /// The next batch of the outbox after ordinal `after` (which it advances), leaving out
+    /// the events of aggregates that conflicted in this push; `None` when the outbox is done.
+    async fn next_push_batch(
+        &self,
+        after: &mut u64,
+        conflicts: &BTreeMap<AggregateId, u64>,
+    ) -> Result<Option<Vec<Event>>> {
+        let inner = &self.inner;
+        loop {
+            let page = inner.store.pending(*after, inner.config.batch_size).await?;
+            let Some(last) = page.last() else {
+                return Ok(None);
+            };
+            *after = last.ordinal;
+            let batch: Vec<Event> = page
+                .into_iter()
+                .map(|p| p.event)
+                .filter(|e| !conflicts.contains_key(&e.aggregate_id))
+                .collect();
+            if !batch.is_empty() {
+                return Ok(Some(batch));
+            }
         }
     }
 
