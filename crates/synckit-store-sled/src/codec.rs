@@ -12,7 +12,7 @@ use synckit_types::{Error, Event, Result, Seq, StoredEvent};
 use crate::error::corrupted;
 
 /// The on-disk schema this build writes and reads. Bump it when a layout below changes.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Name of the tree holding the schema marker.
 pub(crate) const META_TREE: &str = "synckit_meta";
@@ -58,6 +58,8 @@ pub(crate) const NODE_OUTBOX: u8 = b'O';
 pub(crate) const NODE_OUTBOX_ID: u8 = b'o';
 /// `P lp(aggregate) ordinal` -> empty.
 pub(crate) const NODE_OUTBOX_AGGREGATE: u8 = b'P';
+/// Since schema 3: `Q aggregate` -> number of its pending events `u64`, absent when none.
+pub(crate) const NODE_OUTBOX_COUNT: u8 = b'Q';
 /// `R number` -> review entry (JSON).
 pub(crate) const NODE_REVIEW: u8 = b'R';
 /// `r review-id` -> number `u64`.

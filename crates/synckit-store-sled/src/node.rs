@@ -15,9 +15,9 @@ use synckit_types::{
 
 use crate::codec::{
     Key, NODE_AUDIT, NODE_AUDIT_AGGREGATE, NODE_AUDIT_ID, NODE_CONFIRMED, NODE_CONFIRMED_ID,
-    NODE_CONFIRMED_ID_RUN, NODE_META, NODE_OUTBOX, NODE_OUTBOX_AGGREGATE, NODE_OUTBOX_ID,
-    NODE_REVIEW, NODE_REVIEW_ID, NODE_VERSION, decode_event, decode_json, decode_stored,
-    encode_event, encode_json, encode_stored, key_suffix_u64, read_u64, u64_bytes,
+    NODE_CONFIRMED_ID_RUN, NODE_META, NODE_OUTBOX, NODE_OUTBOX_AGGREGATE, NODE_OUTBOX_COUNT,
+    NODE_OUTBOX_ID, NODE_REVIEW, NODE_REVIEW_ID, NODE_VERSION, decode_event, decode_json,
+    decode_stored, encode_event, encode_json, encode_stored, key_suffix_u64, read_u64, u64_bytes,
 };
 use crate::error::{corrupted, sled_error};
 use crate::idindex::{self, IdRuns};
@@ -149,6 +149,52 @@ fn outbox_aggregate_prefix(aggregate: &AggregateId) -> Result<Key> {
     Key::new(NODE_OUTBOX_AGGREGATE).part(aggregate.as_str().as_bytes())
 }
 
+fn outbox_count_key(aggregate: &AggregateId) -> Vec<u8> {
+    Key::new(NODE_OUTBOX_COUNT)
+        .tail(aggregate.as_str().as_bytes())
+        .into_vec()
+}
+
+/// How many pending events `aggregate` has, as stored.
+fn stored_outbox_count(tree: &Tree, aggregate: &AggregateId) -> Result<u64> {
+    get(
+        tree,
+        &outbox_count_key(aggregate),
+        "reading an outbox count",
+    )?
+    .map_or(Ok(0), |v| {
+        read_u64(&v, &format_args!("outbox count of {aggregate}"))
+    })
+}
+
+/// Schema 2 -> 3: write each aggregate's pending count, counted from the outbox id index
+/// (whose values name the aggregate). Replaces any counts already there, so it can run again.
+pub(crate) fn migrate_outbox_counts(tree: &Tree) -> Result<u64> {
+    let mut counts: HashMap<Vec<u8>, u64> = HashMap::new();
+    for item in tree.scan_prefix([NODE_OUTBOX_ID]) {
+        let (key, value) = item.map_err(|e| sled_error("counting the outbox", e))?;
+        if value.len() < 8 {
+            return Err(corrupted(format!(
+                "outbox id entry {key:?} is malformed: {} bytes",
+                value.len()
+            )));
+        }
+        *counts.entry(value[8..].to_vec()).or_insert(0) += 1;
+    }
+    let mut batch = Batch::default();
+    for item in tree.scan_prefix([NODE_OUTBOX_COUNT]).keys() {
+        batch.remove(item.map_err(|e| sled_error("reading the outbox counts", e))?);
+    }
+    let aggregates = len_u64(counts.len());
+    for (aggregate, count) in counts {
+        let key = Key::new(NODE_OUTBOX_COUNT).tail(&aggregate).into_vec();
+        batch.insert(key, &u64_bytes(count)[..]);
+    }
+    tree.apply_batch(batch)
+        .map_err(|e| sled_error("writing the outbox counts", e))?;
+    Ok(aggregates)
+}
+
 fn version_key(aggregate: &AggregateId) -> Vec<u8> {
     Key::new(NODE_VERSION)
         .tail(aggregate.as_str().as_bytes())
@@ -260,11 +306,18 @@ fn check(tree: &Tree, confirmed_ids: &IdRuns, meta: &NodeMeta, write: &NodeWrite
         if !confirm_ids.insert(id) || is_confirmed(confirmed_ids, id) {
             continue; // skipped when applied
         }
-        let holder = match get(
-            tree,
-            &confirmed_key(stored.seq),
-            "reading the confirmed log",
-        )? {
+        // No confirmed key lies past the confirmed head (checked at open), so only seqs at
+        // or below it need a look.
+        let stored_holder = if stored.seq > meta.confirmed_head {
+            None
+        } else {
+            get(
+                tree,
+                &confirmed_key(stored.seq),
+                "reading the confirmed log",
+            )?
+        };
+        let holder = match stored_holder {
             Some(bytes) => {
                 let what = format_args!("confirmed event at seq {}", stored.seq);
                 Some(decode_stored(stored.seq, &bytes, &what)?.event.id)
@@ -348,10 +401,39 @@ struct Tx<'a> {
     /// The stored confirmed ids this write can meet; takes the ones it confirms.
     confirmed_ids: IdRuns,
     versions: HashMap<AggregateId, u64>,
+    /// Pending counts of the aggregates this write touches, as they will be.
+    counts: HashMap<AggregateId, u64>,
     reviews: HashMap<String, Option<u64>>,
 }
 
 impl Tx<'_> {
+    /// Count one pending event more (`up`) or fewer for `aggregate`.
+    fn count(&mut self, aggregate: &AggregateId, up: bool) -> Result<()> {
+        let count = match self.counts.get(aggregate) {
+            Some(&count) => count,
+            None => stored_outbox_count(self.tree, aggregate)?,
+        };
+        let count = if up {
+            count.saturating_add(1)
+        } else {
+            count.saturating_sub(1)
+        };
+        self.counts.insert(aggregate.clone(), count);
+        Ok(())
+    }
+
+    /// Write the changed pending counts into the batch.
+    fn write_counts(&mut self) {
+        for (aggregate, &count) in &self.counts {
+            let key = outbox_count_key(aggregate);
+            if count == 0 {
+                self.batch.remove(key);
+            } else {
+                self.batch.insert(key, &u64_bytes(count)[..]);
+            }
+        }
+    }
+
     fn pending_of(&self, id: &EventId) -> Result<Option<(u64, AggregateId)>> {
         match self.outbox.get(id) {
             Some(entry) => Ok(entry.clone()),
@@ -367,6 +449,7 @@ impl Tx<'_> {
         self.batch.remove(outbox_id_key(id));
         self.batch
             .remove(outbox_aggregate_prefix(&aggregate)?.num(ordinal).into_vec());
+        self.count(&aggregate, false)?;
         self.outbox.insert(id.clone(), None);
         self.meta.pending = self.meta.pending.saturating_sub(1);
         Ok(())
@@ -381,6 +464,8 @@ impl Tx<'_> {
                             .num(ordinal)
                             .into_vec(),
                     );
+                    self.count(&old_aggregate, false)?;
+                    self.count(&event.aggregate_id, true)?;
                 }
                 ordinal
             }
@@ -388,6 +473,7 @@ impl Tx<'_> {
                 let ordinal = self.meta.next_ordinal;
                 self.meta.next_ordinal = ordinal.saturating_add(1);
                 self.meta.pending = self.meta.pending.saturating_add(1);
+                self.count(&event.aggregate_id, true)?;
                 ordinal
             }
         };
@@ -516,6 +602,7 @@ pub(crate) fn prepare_commit(
         confirmed: HashSet::new(),
         confirmed_ids,
         versions: HashMap::new(),
+        counts: HashMap::new(),
         reviews: HashMap::new(),
     };
     let mut summary = CommitSummary::default();
@@ -548,6 +635,7 @@ pub(crate) fn prepare_commit(
     for record in &write.audit {
         tx.put_audit(record)?;
     }
+    tx.write_counts();
     tx.confirmed_ids.write(&mut tx.batch)?;
     tx.batch
         .insert(&[NODE_META][..], encode_json(&tx.meta, "the node state")?);
@@ -624,15 +712,9 @@ pub(crate) fn aggregate_head(tree: &Tree, aggregate: &AggregateId) -> Result<Agg
         .map_or(Ok(0), |v| {
             read_u64(&v, &format_args!("confirmed version of {aggregate}"))
         })?;
-    let prefix = outbox_aggregate_prefix(aggregate)?;
-    let mut pending = 0u64;
-    for item in tree.scan_prefix(prefix.bytes()) {
-        item.map_err(|e| sled_error("reading the outbox index", e))?;
-        pending = pending.saturating_add(1);
-    }
     Ok(AggregateHead {
         confirmed_version,
-        pending,
+        pending: stored_outbox_count(tree, aggregate)?,
     })
 }
 

@@ -461,7 +461,13 @@ fn upgrade(
 ) -> Result<()> {
     // 1 -> 2: the id indexes (the hub's, the node's confirmed ids) move from one key per
     // event to sorted runs.
-    let moved = hub::migrate_id_index(hub, heads)? + node::migrate_confirmed_ids(node)?;
+    let moved = if from < 2 {
+        hub::migrate_id_index(hub, heads)? + node::migrate_confirmed_ids(node)?
+    } else {
+        0
+    };
+    // 2 -> 3: each aggregate's pending count is stored, so an append need not count them.
+    let aggregates = node::migrate_outbox_counts(node)?;
     meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes()[..])
         .map_err(|e| sled_error("writing the schema marker", e))?;
     db.flush()
@@ -470,6 +476,7 @@ fn upgrade(
         from,
         to = SCHEMA_VERSION,
         ids = moved,
+        aggregates,
         "upgraded the sled store's schema"
     );
     Ok(())

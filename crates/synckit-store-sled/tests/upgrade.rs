@@ -1,5 +1,6 @@
-//! Opening a store written by schema 1 (one id-index key per event) upgrades it in place to
-//! the current schema (sorted id runs), and the upgraded store answers exactly as before.
+//! Opening a store written by an older schema upgrades it in place to the current one, and the
+//! upgraded store answers exactly as before: schema 1 kept one id-index key per event (now
+//! sorted id runs), schema 2 counted an aggregate's pending events by scanning (now stored).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a panic is a failed test.
 
 use std::path::Path;
@@ -7,8 +8,8 @@ use std::path::Path;
 use serde_json::json;
 use synckit_store_sled::{SCHEMA_VERSION, SledStore, sled};
 use synckit_types::{
-    AppendOutcome, ErrorKind, Event, EventStore, EventStoreExt, Hlc, NodeStore, NodeWrite,
-    RejectCode, Seq, StoredEvent, TenantId,
+    AggregateId, AppendOutcome, ErrorKind, Event, EventStore, EventStoreExt, Hlc, NodeStore,
+    NodeWrite, RejectCode, Seq, StoredEvent, TenantId,
 };
 
 fn event(id: &str, aggregate: &str, note: &str) -> Event {
@@ -54,9 +55,59 @@ fn confirmed(n: usize) -> Vec<StoredEvent> {
         .collect()
 }
 
+/// Pending events on the node side: `n` events over aggregates `pend-0` to `pend-3`.
+fn pending(n: usize) -> Vec<Event> {
+    (0..n)
+        .map(|i| {
+            event(
+                &format!("pending-{i:05}"),
+                &format!("pend-{}", i % 4),
+                "pending",
+            )
+        })
+        .collect()
+}
+
+/// The pending count each of `pend-0` to `pend-4` reports.
+async fn pending_counts(store: &SledStore) -> Vec<u64> {
+    let mut counts = Vec::new();
+    for a in 0..5 {
+        let aggregate = AggregateId::new(format!("pend-{a}")).unwrap();
+        counts.push(store.aggregate_head(&aggregate).await.unwrap().pending);
+    }
+    counts
+}
+
+/// Remove a closed store's stored outbox counts (`Q aggregate`), which schema 2 did not keep,
+/// and mark the database and the marker file as `version`.
+fn downgrade_outbox_counts(db: &sled::Db, dir: &Path, version: u32) {
+    let node = db.open_tree("synckit_node").unwrap();
+    let counts: Vec<_> = node
+        .scan_prefix([b'Q'])
+        .keys()
+        .map(Result::unwrap)
+        .collect();
+    assert!(!counts.is_empty(), "the current schema keeps outbox counts");
+    for key in counts {
+        node.remove(key).unwrap();
+    }
+    let meta = db.open_tree("synckit_meta").unwrap();
+    meta.insert("schema_version", &version.to_be_bytes()[..])
+        .unwrap();
+    db.flush().unwrap();
+    let marker = dir.join("synckit-store.json");
+    let text = std::fs::read_to_string(&marker).unwrap();
+    let old = text.replace(
+        &format!("\"schema_version\": {SCHEMA_VERSION}"),
+        &format!("\"schema_version\": {version}"),
+    );
+    assert_ne!(old, text, "the marker names its schema version");
+    std::fs::write(&marker, old).unwrap();
+}
+
 /// Rewrite a closed store's id indexes in the schema-1 layout, with no runs, and mark the
 /// database and the marker file as schema 1: the hub's `I lp(tenant) id` -> seq instead of
-/// `J`, the node's `c id` -> seq instead of `d`.
+/// `J`, the node's `c id` -> seq instead of `d`, and no outbox counts.
 fn downgrade_to_schema_one(
     dir: &Path,
     stored: &[(String, Vec<(String, u64)>)],
@@ -97,24 +148,12 @@ fn downgrade_to_schema_one(
             hub.insert(key, &seq.to_be_bytes()[..]).unwrap();
         }
     }
-    let meta = db.open_tree("synckit_meta").unwrap();
-    meta.insert("schema_version", &1_u32.to_be_bytes()[..])
-        .unwrap();
-    db.flush().unwrap();
-    drop(db);
-    let marker = dir.join("synckit-store.json");
-    let text = std::fs::read_to_string(&marker).unwrap();
-    let old = text.replace(
-        &format!("\"schema_version\": {SCHEMA_VERSION}"),
-        "\"schema_version\": 1",
-    );
-    assert_ne!(old, text, "the marker names its schema version");
-    std::fs::write(&marker, old).unwrap();
+    downgrade_outbox_counts(&db, dir, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schema_one_store_is_upgraded_at_open() {
-    assert_eq!(SCHEMA_VERSION, 2, "this test upgrades from schema 1 to 2");
+    assert_eq!(SCHEMA_VERSION, 3, "this test upgrades from schema 1 to 3");
     let dir = tempfile::tempdir().unwrap();
     let tenants = ["alpha", "beta"];
     let mut stored = Vec::new();
@@ -141,11 +180,17 @@ async fn a_schema_one_store_is_upgraded_at_open() {
             };
             store.commit(write).await.unwrap();
         }
+        let write = NodeWrite {
+            put_pending: pending(30),
+            ..NodeWrite::default()
+        };
+        store.commit(write).await.unwrap();
         EventStore::close(&store).await.unwrap();
     }
     downgrade_to_schema_one(dir.path(), &stored, &confirmed(2_000));
 
     let store = SledStore::open(dir.path()).unwrap();
+    assert_eq!(pending_counts(&store).await, [8, 8, 7, 7, 0]);
     for ((t, ids), n) in stored.iter().zip([3_000, 700]) {
         let tenant = TenantId::new(t).unwrap();
         // Every stored id is still known: the same events are duplicates at their seqs.
@@ -220,7 +265,7 @@ async fn a_schema_one_store_is_upgraded_at_open() {
     assert_eq!(store.commit(write).await.unwrap().newly_confirmed, 1);
     EventStore::close(&store).await.unwrap();
 
-    // The database now says schema 2 and holds no schema-1 id keys.
+    // The database now says the current schema and holds no schema-1 id keys.
     let db = sled::Config::new().path(dir.path()).open().unwrap();
     let meta = db.open_tree("synckit_meta").unwrap();
     assert_eq!(
@@ -231,4 +276,69 @@ async fn a_schema_one_store_is_upgraded_at_open() {
     assert_eq!(hub.scan_prefix([b'I']).count(), 0);
     let node = db.open_tree("synckit_node").unwrap();
     assert_eq!(node.scan_prefix([b'c']).count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_two_store_gets_its_outbox_counts_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = pending(403);
+    {
+        let store = SledStore::open(dir.path()).unwrap();
+        for part in events.chunks(100) {
+            let write = NodeWrite {
+                put_pending: part.to_vec(),
+                ..NodeWrite::default()
+            };
+            store.commit(write).await.unwrap();
+        }
+        assert_eq!(pending_counts(&store).await, [101, 101, 101, 100, 0]);
+        EventStore::close(&store).await.unwrap();
+    }
+    let db = sled::Config::new().path(dir.path()).open().unwrap();
+    downgrade_outbox_counts(&db, dir.path(), 2);
+    drop(db);
+
+    let store = SledStore::open(dir.path()).unwrap();
+    assert_eq!(pending_counts(&store).await, [101, 101, 101, 100, 0]);
+    // The counts follow later writes: 10 of pend-1 confirmed, 3 of pend-2 dropped, one of
+    // pend-3 moved to pend-4.
+    let confirm = events
+        .iter()
+        .filter(|e| e.aggregate_id.as_str() == "pend-1")
+        .take(10)
+        .enumerate()
+        .map(|(i, e)| StoredEvent {
+            event: e.clone(),
+            seq: Seq(i as u64 + 1),
+            aggregate_version: i as u64 + 1,
+            recorded_at: 5,
+        })
+        .collect();
+    let remove = events
+        .iter()
+        .filter(|e| e.aggregate_id.as_str() == "pend-2")
+        .take(3)
+        .map(|e| e.id.clone())
+        .collect();
+    let mut moved = events[3].clone();
+    assert_eq!(moved.aggregate_id.as_str(), "pend-3");
+    moved.aggregate_id = AggregateId::new("pend-4").unwrap();
+    let write = NodeWrite {
+        confirm,
+        remove_pending: remove,
+        put_pending: vec![moved],
+        ..NodeWrite::default()
+    };
+    store.commit(write).await.unwrap();
+    assert_eq!(pending_counts(&store).await, [101, 91, 98, 99, 1]);
+    let total: u64 = pending_counts(&store).await.iter().sum();
+    assert_eq!(store.state().await.unwrap().pending, total);
+    EventStore::close(&store).await.unwrap();
+
+    let db = sled::Config::new().path(dir.path()).open().unwrap();
+    let meta = db.open_tree("synckit_meta").unwrap();
+    assert_eq!(
+        meta.get("schema_version").unwrap().unwrap().as_ref(),
+        &SCHEMA_VERSION.to_be_bytes()[..]
+    );
 }
