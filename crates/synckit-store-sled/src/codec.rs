@@ -12,7 +12,7 @@ use synckit_types::{Error, Event, Result, Seq, StoredEvent};
 use crate::error::corrupted;
 
 /// The on-disk schema this build writes and reads. Bump it when a layout below changes.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// Name of the tree holding the schema marker.
 pub(crate) const META_TREE: &str = "synckit_meta";
@@ -46,6 +46,8 @@ pub(crate) const HUB_KIND: u8 = b'K';
 pub(crate) const NODE_META: u8 = b'M';
 /// `C seq` -> event record.
 pub(crate) const NODE_CONFIRMED: u8 = b'C';
+/// Since schema 4: `K last-seq` -> a chunk of confirmed events (see `confirmed`).
+pub(crate) const NODE_CONFIRMED_CHUNK: u8 = b'K';
 /// Schema 1 only, moved to [`NODE_CONFIRMED_ID_RUN`] at open: `c event-id` -> seq `u64`.
 pub(crate) const NODE_CONFIRMED_ID: u8 = b'c';
 /// `d first-event-id` -> a sorted run of confirmed ids and their seqs (see `idindex`).

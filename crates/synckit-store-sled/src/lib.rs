@@ -53,6 +53,7 @@
 
 mod codec;
 mod config;
+mod confirmed;
 mod error;
 mod hub;
 mod idindex;

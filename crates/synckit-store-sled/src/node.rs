@@ -14,11 +14,12 @@ use synckit_types::{
 };
 
 use crate::codec::{
-    Key, NODE_AUDIT, NODE_AUDIT_AGGREGATE, NODE_AUDIT_ID, NODE_CONFIRMED, NODE_CONFIRMED_ID,
-    NODE_CONFIRMED_ID_RUN, NODE_META, NODE_OUTBOX, NODE_OUTBOX_AGGREGATE, NODE_OUTBOX_COUNT,
-    NODE_OUTBOX_ID, NODE_REVIEW, NODE_REVIEW_ID, NODE_VERSION, decode_event, decode_json,
-    decode_stored, encode_event, encode_json, encode_stored, key_suffix_u64, read_u64, u64_bytes,
+    Key, NODE_AUDIT, NODE_AUDIT_AGGREGATE, NODE_AUDIT_ID, NODE_CONFIRMED_ID, NODE_CONFIRMED_ID_RUN,
+    NODE_META, NODE_OUTBOX, NODE_OUTBOX_AGGREGATE, NODE_OUTBOX_COUNT, NODE_OUTBOX_ID, NODE_REVIEW,
+    NODE_REVIEW_ID, NODE_VERSION, decode_event, decode_json, encode_event, encode_json,
+    encode_stored, key_suffix_u64, read_u64, u64_bytes,
 };
+use crate::confirmed;
 use crate::error::{corrupted, sled_error};
 use crate::idindex::{self, IdRuns};
 
@@ -87,14 +88,8 @@ pub(crate) fn load_meta(tree: &Tree) -> Result<NodeMeta> {
         None => Ok(NodeMeta::default()),
         Some(bytes) => {
             let meta: NodeMeta = decode_json(&bytes, &"the node state record")?;
-            // The confirmed head is also the last confirmed key: a cheap consistency check.
-            let last = match tree.scan_prefix([NODE_CONFIRMED]).next_back() {
-                None => Seq::ZERO,
-                Some(item) => {
-                    let (key, _) = item.map_err(|e| sled_error("checking the confirmed log", e))?;
-                    Seq(key_suffix_u64(&key, &"the confirmed log")?)
-                }
-            };
+            // The confirmed head is also the last confirmed seq: a cheap consistency check.
+            let last = confirmed::last_seq(tree)?;
             if last != meta.confirmed_head {
                 return Err(corrupted(format!(
                     "the node state says the confirmed log ends at {}, but it ends at {last}",
@@ -129,10 +124,6 @@ fn load_confirmed_ids(tree: &Tree, write: &NodeWrite) -> Result<IdRuns> {
 /// Move schema 1's confirmed-id keys (one per event) into runs. Returns how many moved.
 pub(crate) fn migrate_confirmed_ids(tree: &Tree) -> Result<u64> {
     idindex::migrate_keys(tree, &[NODE_CONFIRMED_ID], &confirmed_ids_prefix())
-}
-
-fn confirmed_key(seq: Seq) -> Vec<u8> {
-    Key::new(NODE_CONFIRMED).num(seq.get()).into_vec()
 }
 
 fn outbox_id_key(id: &EventId) -> Vec<u8> {
@@ -306,24 +297,15 @@ fn check(tree: &Tree, confirmed_ids: &IdRuns, meta: &NodeMeta, write: &NodeWrite
         if !confirm_ids.insert(id) || is_confirmed(confirmed_ids, id) {
             continue; // skipped when applied
         }
-        // No confirmed key lies past the confirmed head (checked at open), so only seqs at
+        // No confirmed event lies past the confirmed head (checked at open), so only seqs at
         // or below it need a look.
         let stored_holder = if stored.seq > meta.confirmed_head {
             None
         } else {
-            get(
-                tree,
-                &confirmed_key(stored.seq),
-                "reading the confirmed log",
-            )?
+            confirmed::holder(tree, stored.seq)?
         };
-        let holder = match stored_holder {
-            Some(bytes) => {
-                let what = format_args!("confirmed event at seq {}", stored.seq);
-                Some(decode_stored(stored.seq, &bytes, &what)?.event.id)
-            }
-            None => confirm_seqs.get(&stored.seq).map(|id| (*id).clone()),
-        };
+        let holder =
+            stored_holder.or_else(|| confirm_seqs.get(&stored.seq).map(|id| (*id).clone()));
         if let Some(holder) = holder {
             return Err(Error::new(
                 ErrorKind::Conflict,
@@ -398,6 +380,8 @@ struct Tx<'a> {
     /// Outbox changes of this write: `Some` pending at (ordinal, aggregate), `None` removed.
     outbox: HashMap<EventId, Option<(u64, AggregateId)>>,
     confirmed: HashSet<EventId>,
+    /// Records of the events this write confirms, by seq.
+    confirmed_records: Vec<(u64, Vec<u8>)>,
     /// The stored confirmed ids this write can meet; takes the ones it confirms.
     confirmed_ids: IdRuns,
     versions: HashMap<AggregateId, u64>,
@@ -522,10 +506,10 @@ impl Tx<'_> {
         self.versions.insert(aggregate.clone(), version);
         self.batch
             .insert(version_key(aggregate), &u64_bytes(version)[..]);
-        self.batch.insert(
-            confirmed_key(stored.seq),
+        self.confirmed_records.push((
+            stored.seq.get(),
             encode_stored(&stored.event, stored.aggregate_version, stored.recorded_at)?,
-        );
+        ));
         self.confirmed_ids
             .add(id.as_str().as_bytes(), stored.seq.get())?;
         self.confirmed.insert(id.clone());
@@ -600,6 +584,7 @@ pub(crate) fn prepare_commit(
         meta: meta.clone(),
         outbox: HashMap::new(),
         confirmed: HashSet::new(),
+        confirmed_records: Vec::new(),
         confirmed_ids,
         versions: HashMap::new(),
         counts: HashMap::new(),
@@ -636,6 +621,9 @@ pub(crate) fn prepare_commit(
         tx.put_audit(record)?;
     }
     tx.write_counts();
+    let mut records = std::mem::take(&mut tx.confirmed_records);
+    records.sort_by_key(|(seq, _)| *seq);
+    confirmed::write(tree, &mut tx.batch, records)?;
     tx.confirmed_ids.write(&mut tx.batch)?;
     tx.batch
         .insert(&[NODE_META][..], encode_json(&tx.meta, "the node state")?);
@@ -686,24 +674,7 @@ pub(crate) fn pending_for(tree: &Tree, aggregate: &AggregateId) -> Result<Vec<Pe
 
 /// Confirmed events with `seq > after`, at most `limit`.
 pub(crate) fn confirmed(tree: &Tree, after: Seq, limit: usize) -> Result<Vec<StoredEvent>> {
-    if limit == 0 {
-        return Ok(Vec::new());
-    }
-    let range = (
-        Bound::Excluded(confirmed_key(after)),
-        Bound::Included(confirmed_key(Seq(u64::MAX))),
-    );
-    let mut out = Vec::new();
-    for item in tree.range(range).take(limit) {
-        let (key, value) = item.map_err(|e| sled_error("reading the confirmed log", e))?;
-        let seq = Seq(key_suffix_u64(&key, &"the confirmed log")?);
-        out.push(decode_stored(
-            seq,
-            &value,
-            &format_args!("confirmed log, seq {seq}"),
-        )?);
-    }
-    Ok(out)
+    confirmed::read(tree, after, limit)
 }
 
 /// Confirmed version and pending count of one aggregate.

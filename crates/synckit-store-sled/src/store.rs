@@ -467,7 +467,13 @@ fn upgrade(
         0
     };
     // 2 -> 3: each aggregate's pending count is stored, so an append need not count them.
-    let aggregates = node::migrate_outbox_counts(node)?;
+    let aggregates = if from < 3 {
+        node::migrate_outbox_counts(node)?
+    } else {
+        0
+    };
+    // 3 -> 4: the node's confirmed log moves from one key per event to chunks.
+    let confirmed = crate::confirmed::migrate(node)?;
     meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes()[..])
         .map_err(|e| sled_error("writing the schema marker", e))?;
     db.flush()
@@ -477,6 +483,7 @@ fn upgrade(
         to = SCHEMA_VERSION,
         ids = moved,
         aggregates,
+        confirmed,
         "upgraded the sled store's schema"
     );
     Ok(())

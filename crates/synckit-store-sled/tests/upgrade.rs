@@ -1,6 +1,7 @@
 //! Opening a store written by an older schema upgrades it in place to the current one, and the
 //! upgraded store answers exactly as before: schema 1 kept one id-index key per event (now
-//! sorted id runs), schema 2 counted an aggregate's pending events by scanning (now stored).
+//! sorted id runs), schema 2 counted an aggregate's pending events by scanning (now stored),
+//! schema 3 kept one key per confirmed event (now chunks).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a panic is a failed test.
 
 use std::path::Path;
@@ -107,7 +108,8 @@ fn downgrade_outbox_counts(db: &sled::Db, dir: &Path, version: u32) {
 
 /// Rewrite a closed store's id indexes in the schema-1 layout, with no runs, and mark the
 /// database and the marker file as schema 1: the hub's `I lp(tenant) id` -> seq instead of
-/// `J`, the node's `c id` -> seq instead of `d`, and no outbox counts.
+/// `J`, the node's `c id` -> seq instead of `d`, no outbox counts, and the node's confirmed
+/// events as one `C seq` key each instead of `K` chunks.
 fn downgrade_to_schema_one(
     dir: &Path,
     stored: &[(String, Vec<(String, u64)>)],
@@ -132,6 +134,25 @@ fn downgrade_to_schema_one(
         key.extend_from_slice(e.event.id.as_str().as_bytes());
         node.insert(key, &e.seq.get().to_be_bytes()[..]).unwrap();
     }
+    let chunks: Vec<_> = node
+        .scan_prefix([b'K'])
+        .keys()
+        .map(Result::unwrap)
+        .collect();
+    assert!(!chunks.is_empty(), "the current schema keeps confirmed chunks");
+    for key in chunks {
+        node.remove(key).unwrap();
+    }
+    for e in node_confirmed {
+        let mut key = vec![b'C'];
+        key.extend_from_slice(&e.seq.get().to_be_bytes());
+        // Schema 3's record: format 1, aggregate version, recorded_at, the event's JSON.
+        let mut record = vec![1];
+        record.extend_from_slice(&e.aggregate_version.to_be_bytes());
+        record.extend_from_slice(&e.recorded_at.to_be_bytes());
+        record.extend(serde_json::to_vec(&e.event).unwrap());
+        node.insert(key, record).unwrap();
+    }
     let hub = db.open_tree("synckit_hub").unwrap();
     for (tenant, ids) in stored {
         let mut runs = vec![b'J'];
@@ -153,7 +174,7 @@ fn downgrade_to_schema_one(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schema_one_store_is_upgraded_at_open() {
-    assert_eq!(SCHEMA_VERSION, 3, "this test upgrades from schema 1 to 3");
+    assert_eq!(SCHEMA_VERSION, 4, "this test upgrades from schema 1 to 4");
     let dir = tempfile::tempdir().unwrap();
     let tenants = ["alpha", "beta"];
     let mut stored = Vec::new();
@@ -191,6 +212,13 @@ async fn a_schema_one_store_is_upgraded_at_open() {
 
     let store = SledStore::open(dir.path()).unwrap();
     assert_eq!(pending_counts(&store).await, [8, 8, 7, 7, 0]);
+    // The confirmed log reads as before, whole and from the middle.
+    assert_eq!(store.confirmed(Seq(0), 5_000).await.unwrap(), confirmed(2_000));
+    assert_eq!(
+        store.confirmed(Seq(1_500), 3).await.unwrap(),
+        confirmed(2_000)[1_500..1_503]
+    );
+    assert_eq!(store.state().await.unwrap().confirmed_head, Seq(2_000));
     for ((t, ids), n) in stored.iter().zip([3_000, 700]) {
         let tenant = TenantId::new(t).unwrap();
         // Every stored id is still known: the same events are duplicates at their seqs.
@@ -276,6 +304,7 @@ async fn a_schema_one_store_is_upgraded_at_open() {
     assert_eq!(hub.scan_prefix([b'I']).count(), 0);
     let node = db.open_tree("synckit_node").unwrap();
     assert_eq!(node.scan_prefix([b'c']).count(), 0);
+    assert_eq!(node.scan_prefix([b'C']).count(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
