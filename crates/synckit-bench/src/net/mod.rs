@@ -108,7 +108,10 @@ pub async fn run(quick: bool, only: &[&str]) -> Result<()> {
         anyhow::bail!("no part named {unknown:?}; available: {}", PARTS.join(", "));
     }
     let wanted = |name: &str| only.is_empty() || only.contains(&name);
-    let w = Workload::new(quick);
+    let mut w = Workload::new(quick);
+    if let Ok(n) = std::env::var("EXP_EVENTS") {
+        w.events = n.parse()?;
+    }
     println!(
         "net: {} events pushed and pulled sled to sled over HTTP (batches and pages of {}, \
          {}-byte payloads); {} memory-to-memory x {} runs; {} subscribers at {} events/s for {:?}",
@@ -167,7 +170,10 @@ async fn sled_to_sled(w: &Workload) -> Result<Vec<Figure>> {
     drop(batches);
     let raw = median(&raw);
 
-    let hub = HubProcess::start("sled", &dir.path().join("hub"))?;
+    let hub = match std::env::var("EXP_HUB_CONFIG") {
+        Ok(c) => HubProcess::start_with("sled", &dir.path().join("hub"), &["--config", &c])?,
+        Err(_) => HubProcess::start("sled", &dir.path().join("hub"))?,
+    };
     let transport: DynTransport = Arc::new(HttpTransport::new(&hub.url, None)?);
     let writer = node(
         Arc::new(SledStore::open(dir.path().join("writer"))?),
@@ -221,6 +227,35 @@ async fn sled_to_sled(w: &Workload) -> Result<Vec<Figure>> {
         "every event pulled: {pulled:?}"
     );
     reader.close().await?;
+    if std::env::var("EXP_SECOND").is_ok() {
+        for round in 0..2 {
+            let again = node(
+                Arc::new(SledStore::open(dir.path().join(format!("again-{round}")))?),
+                Arc::new(HttpTransport::new(&hub.url, None)?),
+                w,
+            )
+            .await?;
+            let progress = again.watch_progress();
+            let pid_rss = hub.rss_reader();
+            let t = tokio::spawn(async move {
+                let mut s = Vec::new();
+                for _ in 0..2000 {
+                    s.push((progress.borrow().pulled, pid_rss().unwrap_or(0)));
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                s
+            });
+            let start = Instant::now();
+            again.pull().await?;
+            println!("EXP pull {round} {:?}", start.elapsed());
+            t.abort();
+            println!(
+                "EXP rss after pull {round}: {:.0} MiB",
+                hub.rss()? as f64 / 1048576.0
+            );
+            again.close().await?;
+        }
+    }
     hub.stop()?;
 
     // Flat: once a tenth of the log is through (caches warm), the hub grows by less than
@@ -242,6 +277,16 @@ async fn sled_to_sled(w: &Workload) -> Result<Vec<Figure>> {
         mib(peak),
         samples.len()
     );
+    let curve: Vec<String> = (1..=10)
+        .filter_map(|tenth| {
+            let at = w.events as u64 * tenth / 10;
+            samples
+                .iter()
+                .find(|(pulled, _)| *pulled >= at)
+                .map(|s| format!("{}0%: {:.0}", tenth, mib(s.1)))
+        })
+        .collect();
+    println!("net: hub RSS (MiB) by share pulled: {}", curve.join(", "));
     Ok(vec![
         Figure {
             name: format!("sled node -> sled hub: push {} events", w.events),
