@@ -12,7 +12,7 @@ use synckit_types::{Error, Event, Result, Seq, StoredEvent};
 use crate::error::corrupted;
 
 /// The on-disk schema this build writes and reads. Bump it when a layout below changes.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Name of the tree holding the schema marker.
 pub(crate) const META_TREE: &str = "synckit_meta";
@@ -44,9 +44,9 @@ pub(crate) const HUB_KIND: u8 = b'K';
 // Node tree record classes.
 /// `M` -> node meta (JSON).
 pub(crate) const NODE_META: u8 = b'M';
-/// `C seq` -> event record.
+/// Schema 2 only, moved to [`NODE_CONFIRMED_CHUNK`] at open: `C seq` -> event record.
 pub(crate) const NODE_CONFIRMED: u8 = b'C';
-/// Since schema 4: `K last-seq` -> a chunk of confirmed events (see `confirmed`).
+/// Since schema 3: `K last-seq` -> a chunk of confirmed event records by seq (see `chunks`).
 pub(crate) const NODE_CONFIRMED_CHUNK: u8 = b'K';
 /// Schema 1 only, moved to [`NODE_CONFIRMED_ID_RUN`] at open: `c event-id` -> seq `u64`.
 pub(crate) const NODE_CONFIRMED_ID: u8 = b'c';
@@ -54,12 +54,17 @@ pub(crate) const NODE_CONFIRMED_ID: u8 = b'c';
 pub(crate) const NODE_CONFIRMED_ID_RUN: u8 = b'd';
 /// `V aggregate` -> highest confirmed version `u64`.
 pub(crate) const NODE_VERSION: u8 = b'V';
-/// `O ordinal` -> outbox record.
+/// Schema 2 only, moved to [`NODE_OUTBOX_CHUNK`] at open: `O ordinal` -> outbox record.
 pub(crate) const NODE_OUTBOX: u8 = b'O';
 /// `o event-id` -> ordinal `u64` ++ aggregate id.
 pub(crate) const NODE_OUTBOX_ID: u8 = b'o';
-/// `P lp(aggregate) ordinal` -> empty.
+/// Schema 2 only, moved to [`NODE_OUTBOX_AGGREGATE_CHUNK`] at open: `P lp(aggregate) ordinal`
+/// -> empty.
 pub(crate) const NODE_OUTBOX_AGGREGATE: u8 = b'P';
+/// Since schema 3: `B last-ordinal` -> a chunk of outbox records by ordinal.
+pub(crate) const NODE_OUTBOX_CHUNK: u8 = b'B';
+/// Since schema 3: `G lp(aggregate) last-ordinal` -> a chunk of the aggregate's ordinals.
+pub(crate) const NODE_OUTBOX_AGGREGATE_CHUNK: u8 = b'G';
 /// Since schema 3: `Q aggregate` -> number of its pending events `u64`, absent when none.
 pub(crate) const NODE_OUTBOX_COUNT: u8 = b'Q';
 /// `R number` -> review entry (JSON).

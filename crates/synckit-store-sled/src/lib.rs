@@ -51,9 +51,9 @@
 //! # }
 //! ```
 
+mod chunks;
 mod codec;
 mod config;
-mod confirmed;
 mod error;
 mod hub;
 mod idindex;

@@ -4,7 +4,7 @@
 //! then turned into one sled batch, so a refused write changes nothing and an accepted one is
 //! applied whole or, after a crash, not at all.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
 
 use sled::{Batch, Tree};
@@ -13,13 +13,14 @@ use synckit_types::{
     EventId, Hlc, NodeId, NodeState, NodeWrite, PendingEvent, ReviewEntry, Seq, StoredEvent,
 };
 
+use crate::chunks::Chunks;
 use crate::codec::{
-    Key, NODE_AUDIT, NODE_AUDIT_AGGREGATE, NODE_AUDIT_ID, NODE_CONFIRMED_ID, NODE_CONFIRMED_ID_RUN,
-    NODE_META, NODE_OUTBOX, NODE_OUTBOX_AGGREGATE, NODE_OUTBOX_COUNT, NODE_OUTBOX_ID, NODE_REVIEW,
-    NODE_REVIEW_ID, NODE_VERSION, decode_event, decode_json, encode_event, encode_json,
-    encode_stored, key_suffix_u64, read_u64, u64_bytes,
+    CHUNK_EVENTS, Key, NODE_AUDIT, NODE_AUDIT_AGGREGATE, NODE_AUDIT_ID, NODE_CONFIRMED,
+    NODE_CONFIRMED_CHUNK, NODE_CONFIRMED_ID, NODE_CONFIRMED_ID_RUN, NODE_META, NODE_OUTBOX,
+    NODE_OUTBOX_AGGREGATE, NODE_OUTBOX_AGGREGATE_CHUNK, NODE_OUTBOX_CHUNK, NODE_OUTBOX_COUNT,
+    NODE_OUTBOX_ID, NODE_REVIEW, NODE_REVIEW_ID, NODE_VERSION, decode_event, decode_json,
+    decode_stored, encode_event, encode_json, encode_stored, key_suffix_u64, read_u64, u64_bytes,
 };
-use crate::confirmed;
 use crate::error::{corrupted, sled_error};
 use crate::idindex::{self, IdRuns};
 
@@ -89,7 +90,7 @@ pub(crate) fn load_meta(tree: &Tree) -> Result<NodeMeta> {
         Some(bytes) => {
             let meta: NodeMeta = decode_json(&bytes, &"the node state record")?;
             // The confirmed head is also the last confirmed seq: a cheap consistency check.
-            let last = confirmed::last_seq(tree)?;
+            let last = Seq(confirmed_log().last(tree)?.unwrap_or(0));
             if last != meta.confirmed_head {
                 return Err(corrupted(format!(
                     "the node state says the confirmed log ends at {}, but it ends at {last}",
@@ -132,12 +133,63 @@ fn outbox_id_key(id: &EventId) -> Vec<u8> {
         .into_vec()
 }
 
-fn outbox_key(ordinal: u64) -> Vec<u8> {
-    Key::new(NODE_OUTBOX).num(ordinal).into_vec()
+/// The confirmed log: event records by seq.
+fn confirmed_log() -> Chunks {
+    Chunks::new(
+        Key::new(NODE_CONFIRMED_CHUNK),
+        "the confirmed log",
+        CHUNK_EVENTS,
+    )
 }
 
-fn outbox_aggregate_prefix(aggregate: &AggregateId) -> Result<Key> {
-    Key::new(NODE_OUTBOX_AGGREGATE).part(aggregate.as_str().as_bytes())
+/// The outbox: event records by ordinal.
+fn outbox() -> Chunks {
+    Chunks::new(Key::new(NODE_OUTBOX_CHUNK), "the outbox", CHUNK_EVENTS)
+}
+
+/// Most ordinals in one chunk of an aggregate's outbox index (12 bytes each).
+const INDEX_CHUNK_ENTRIES: usize = 64;
+
+/// The ordinals of `aggregate`'s pending events (empty records).
+fn outbox_index(aggregate: &AggregateId) -> Result<Chunks> {
+    let prefix = Key::new(NODE_OUTBOX_AGGREGATE_CHUNK).part(aggregate.as_str().as_bytes())?;
+    Ok(Chunks::new(prefix, "the outbox index", INDEX_CHUNK_ENTRIES))
+}
+
+/// Schema 2 -> 3: the outbox and its aggregate index move from one key per event into chunks,
+/// and the confirmed log likewise. Each step is atomic and can run again. Returns how many
+/// events moved.
+pub(crate) fn migrate_to_chunks(tree: &Tree) -> Result<u64> {
+    let mut moved = confirmed_log().migrate_from(tree, &Key::new(NODE_CONFIRMED))?;
+    moved += outbox().migrate_from(tree, &Key::new(NODE_OUTBOX))?;
+    // The aggregate index, one aggregate per step, rebuilt from the outbox id index (whose
+    // values name ordinal and aggregate).
+    let mut by_aggregate: BTreeMap<AggregateId, Vec<u64>> = BTreeMap::new();
+    for item in tree.scan_prefix([NODE_OUTBOX_ID]) {
+        let (key, value) = item.map_err(|e| sled_error("migrating the outbox index", e))?;
+        let (ordinal, aggregate) = decode_pending_value(&value, &format_args!("{key:?}"))?;
+        by_aggregate.entry(aggregate).or_default().push(ordinal);
+    }
+    for (aggregate, mut ordinals) in by_aggregate {
+        ordinals.sort_unstable();
+        let entries = ordinals.into_iter().map(|o| (o, Vec::new())).collect();
+        let mut batch = Batch::default();
+        outbox_index(&aggregate)?.replace_all(tree, &mut batch, &entries)?;
+        let old = Key::new(NODE_OUTBOX_AGGREGATE).part(aggregate.as_str().as_bytes())?;
+        for key in tree.scan_prefix(old.bytes()).keys() {
+            batch.remove(key.map_err(|e| sled_error("migrating the outbox index", e))?);
+        }
+        tree.apply_batch(batch)
+            .map_err(|e| sled_error("migrating the outbox index", e))?;
+    }
+    // Index keys of events no longer pending (there should be none).
+    let mut batch = Batch::default();
+    for key in tree.scan_prefix([NODE_OUTBOX_AGGREGATE]).keys() {
+        batch.remove(key.map_err(|e| sled_error("migrating the outbox index", e))?);
+    }
+    tree.apply_batch(batch)
+        .map_err(|e| sled_error("migrating the outbox index", e))?;
+    Ok(moved)
 }
 
 fn outbox_count_key(aggregate: &AggregateId) -> Vec<u8> {
@@ -221,13 +273,17 @@ fn stored_pending(tree: &Tree, id: &EventId) -> Result<Option<(u64, AggregateId)
     let Some(value) = get(tree, &outbox_id_key(id), "looking up a pending id")? else {
         return Ok(None);
     };
-    let what = format_args!("outbox entry of {id}");
-    let ordinal = read_u64(&value, &what)?;
+    decode_pending_value(&value, &format_args!("outbox entry of {id}")).map(Some)
+}
+
+/// An outbox id entry's value: the ordinal and the aggregate.
+fn decode_pending_value(value: &[u8], what: &dyn std::fmt::Display) -> Result<(u64, AggregateId)> {
+    let ordinal = read_u64(value.get(..8).unwrap_or(value), what)?;
     let aggregate = std::str::from_utf8(&value[8..])
         .ok()
         .and_then(|a| AggregateId::new(a).ok())
         .ok_or_else(|| corrupted(format!("{what}: the aggregate id is malformed")))?;
-    Ok(Some((ordinal, aggregate)))
+    Ok((ordinal, aggregate))
 }
 
 fn review_number(tree: &Tree, id: &str) -> Result<Option<u64>> {
@@ -302,7 +358,13 @@ fn check(tree: &Tree, confirmed_ids: &IdRuns, meta: &NodeMeta, write: &NodeWrite
         let stored_holder = if stored.seq > meta.confirmed_head {
             None
         } else {
-            confirmed::holder(tree, stored.seq)?
+            match confirmed_log().get(tree, stored.seq.get())? {
+                Some(bytes) => {
+                    let what = format_args!("confirmed event at seq {}", stored.seq);
+                    Some(decode_stored(stored.seq, &bytes, &what)?.event.id)
+                }
+                None => None,
+            }
         };
         let holder =
             stored_holder.or_else(|| confirm_seqs.get(&stored.seq).map(|id| (*id).clone()));
@@ -381,7 +443,11 @@ struct Tx<'a> {
     outbox: HashMap<EventId, Option<(u64, AggregateId)>>,
     confirmed: HashSet<EventId>,
     /// Records of the events this write confirms, by seq.
-    confirmed_records: Vec<(u64, Vec<u8>)>,
+    confirmed_records: BTreeMap<u64, Option<Vec<u8>>>,
+    /// Outbox records this write puts (`Some`) or removes (`None`), by ordinal.
+    outbox_changes: BTreeMap<u64, Option<Vec<u8>>>,
+    /// Outbox index changes of each aggregate, by ordinal.
+    index_changes: HashMap<AggregateId, BTreeMap<u64, Option<Vec<u8>>>>,
     /// The stored confirmed ids this write can meet; takes the ones it confirms.
     confirmed_ids: IdRuns,
     versions: HashMap<AggregateId, u64>,
@@ -418,6 +484,26 @@ impl Tx<'_> {
         }
     }
 
+    /// Add (`present`) or remove `ordinal` in the outbox index of `aggregate`.
+    fn index_change(&mut self, aggregate: &AggregateId, ordinal: u64, present: bool) {
+        self.index_changes
+            .entry(aggregate.clone())
+            .or_default()
+            .insert(ordinal, present.then(Vec::new));
+    }
+
+    /// Write the chunked maps' changes into the batch.
+    fn write_chunks(&mut self) -> Result<()> {
+        let confirmed = std::mem::take(&mut self.confirmed_records);
+        confirmed_log().write(self.tree, &mut self.batch, confirmed)?;
+        let changes = std::mem::take(&mut self.outbox_changes);
+        outbox().write(self.tree, &mut self.batch, changes)?;
+        for (aggregate, changes) in std::mem::take(&mut self.index_changes) {
+            outbox_index(&aggregate)?.write(self.tree, &mut self.batch, changes)?;
+        }
+        Ok(())
+    }
+
     fn pending_of(&self, id: &EventId) -> Result<Option<(u64, AggregateId)>> {
         match self.outbox.get(id) {
             Some(entry) => Ok(entry.clone()),
@@ -429,10 +515,9 @@ impl Tx<'_> {
         let Some((ordinal, aggregate)) = self.pending_of(id)? else {
             return Ok(());
         };
-        self.batch.remove(outbox_key(ordinal));
+        self.outbox_changes.insert(ordinal, None);
         self.batch.remove(outbox_id_key(id));
-        self.batch
-            .remove(outbox_aggregate_prefix(&aggregate)?.num(ordinal).into_vec());
+        self.index_change(&aggregate, ordinal, false);
         self.count(&aggregate, false)?;
         self.outbox.insert(id.clone(), None);
         self.meta.pending = self.meta.pending.saturating_sub(1);
@@ -443,11 +528,7 @@ impl Tx<'_> {
         let ordinal = match self.pending_of(&event.id)? {
             Some((ordinal, old_aggregate)) => {
                 if old_aggregate != event.aggregate_id {
-                    self.batch.remove(
-                        outbox_aggregate_prefix(&old_aggregate)?
-                            .num(ordinal)
-                            .into_vec(),
-                    );
+                    self.index_change(&old_aggregate, ordinal, false);
                     self.count(&old_aggregate, false)?;
                     self.count(&event.aggregate_id, true)?;
                 }
@@ -461,17 +542,13 @@ impl Tx<'_> {
                 ordinal
             }
         };
-        self.batch.insert(outbox_key(ordinal), encode_event(event)?);
+        self.outbox_changes
+            .insert(ordinal, Some(encode_event(event)?));
         let mut id_value = Vec::with_capacity(8 + event.aggregate_id.as_str().len());
         id_value.extend_from_slice(&u64_bytes(ordinal));
         id_value.extend_from_slice(event.aggregate_id.as_str().as_bytes());
         self.batch.insert(outbox_id_key(&event.id), id_value);
-        self.batch.insert(
-            outbox_aggregate_prefix(&event.aggregate_id)?
-                .num(ordinal)
-                .into_vec(),
-            &[][..],
-        );
+        self.index_change(&event.aggregate_id, ordinal, true);
         self.outbox.insert(
             event.id.clone(),
             Some((ordinal, event.aggregate_id.clone())),
@@ -506,10 +583,14 @@ impl Tx<'_> {
         self.versions.insert(aggregate.clone(), version);
         self.batch
             .insert(version_key(aggregate), &u64_bytes(version)[..]);
-        self.confirmed_records.push((
+        self.confirmed_records.insert(
             stored.seq.get(),
-            encode_stored(&stored.event, stored.aggregate_version, stored.recorded_at)?,
-        ));
+            Some(encode_stored(
+                &stored.event,
+                stored.aggregate_version,
+                stored.recorded_at,
+            )?),
+        );
         self.confirmed_ids
             .add(id.as_str().as_bytes(), stored.seq.get())?;
         self.confirmed.insert(id.clone());
@@ -584,7 +665,9 @@ pub(crate) fn prepare_commit(
         meta: meta.clone(),
         outbox: HashMap::new(),
         confirmed: HashSet::new(),
-        confirmed_records: Vec::new(),
+        confirmed_records: BTreeMap::new(),
+        outbox_changes: BTreeMap::new(),
+        index_changes: HashMap::new(),
         confirmed_ids,
         versions: HashMap::new(),
         counts: HashMap::new(),
@@ -621,9 +704,7 @@ pub(crate) fn prepare_commit(
         tx.put_audit(record)?;
     }
     tx.write_counts();
-    let mut records = std::mem::take(&mut tx.confirmed_records);
-    records.sort_by_key(|(seq, _)| *seq);
-    confirmed::write(tree, &mut tx.batch, records)?;
+    tx.write_chunks()?;
     tx.confirmed_ids.write(&mut tx.batch)?;
     tx.batch
         .insert(&[NODE_META][..], encode_json(&tx.meta, "the node state")?);
@@ -636,45 +717,50 @@ pub(crate) fn prepare_commit(
 
 /// Pending events with `ordinal > after`, at most `limit`.
 pub(crate) fn pending(tree: &Tree, after: u64, limit: usize) -> Result<Vec<PendingEvent>> {
-    if limit == 0 {
-        return Ok(Vec::new());
-    }
-    let range = (
-        Bound::Excluded(outbox_key(after)),
-        Bound::Included(outbox_key(u64::MAX)),
-    );
-    let mut out = Vec::new();
-    for item in tree.range(range).take(limit) {
-        let (key, value) = item.map_err(|e| sled_error("reading the outbox", e))?;
-        let ordinal = key_suffix_u64(&key, &"the outbox")?;
-        let event = decode_event(&value, &format_args!("outbox ordinal {ordinal}"))?;
-        out.push(PendingEvent { ordinal, event });
-    }
-    Ok(out)
+    outbox()
+        .read(tree, after, limit)?
+        .into_iter()
+        .map(|(ordinal, record)| {
+            let event = decode_event(&record, &format_args!("outbox ordinal {ordinal}"))?;
+            Ok(PendingEvent { ordinal, event })
+        })
+        .collect()
 }
 
 /// Every pending event of one aggregate, in outbox order.
 pub(crate) fn pending_for(tree: &Tree, aggregate: &AggregateId) -> Result<Vec<PendingEvent>> {
-    let prefix = outbox_aggregate_prefix(aggregate)?;
-    let mut out = Vec::new();
-    for item in tree.scan_prefix(prefix.bytes()) {
-        let (key, _) = item.map_err(|e| sled_error("reading the outbox index", e))?;
-        let what = format_args!("outbox index of {aggregate}");
-        let ordinal = key_suffix_u64(&key, &what)?;
-        let value = get(tree, &outbox_key(ordinal), "reading the outbox")?.ok_or_else(|| {
-            corrupted(format!(
-                "{what}: ordinal {ordinal} is indexed but not in the outbox"
-            ))
-        })?;
-        let event = decode_event(&value, &format_args!("outbox ordinal {ordinal}"))?;
-        out.push(PendingEvent { ordinal, event });
-    }
-    Ok(out)
+    let ordinals: Vec<u64> = outbox_index(aggregate)?
+        .read(tree, 0, usize::MAX)?
+        .into_iter()
+        .map(|(ordinal, _)| ordinal)
+        .collect();
+    let records = outbox().get_many(tree, &ordinals)?;
+    ordinals
+        .into_iter()
+        .zip(records)
+        .map(|(ordinal, record)| {
+            let record = record.ok_or_else(|| {
+                corrupted(format!(
+                    "outbox index of {aggregate}: ordinal {ordinal} is indexed but not in the \
+                     outbox"
+                ))
+            })?;
+            let event = decode_event(&record, &format_args!("outbox ordinal {ordinal}"))?;
+            Ok(PendingEvent { ordinal, event })
+        })
+        .collect()
 }
 
 /// Confirmed events with `seq > after`, at most `limit`.
 pub(crate) fn confirmed(tree: &Tree, after: Seq, limit: usize) -> Result<Vec<StoredEvent>> {
-    confirmed::read(tree, after, limit)
+    confirmed_log()
+        .read(tree, after.get(), limit)?
+        .into_iter()
+        .map(|(seq, record)| {
+            let seq = Seq(seq);
+            decode_stored(seq, &record, &format_args!("confirmed log, seq {seq}"))
+        })
+        .collect()
 }
 
 /// Confirmed version and pending count of one aggregate.

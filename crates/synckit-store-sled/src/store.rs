@@ -466,14 +466,11 @@ fn upgrade(
     } else {
         0
     };
-    // 2 -> 3: each aggregate's pending count is stored, so an append need not count them.
-    let aggregates = if from < 3 {
-        node::migrate_outbox_counts(node)?
-    } else {
-        0
-    };
-    // 3 -> 4: the node's confirmed log moves from one key per event to chunks.
-    let confirmed = crate::confirmed::migrate(node)?;
+    // 2 -> 3: each aggregate's pending count is stored, so an append need not count them,
+    // and the node's outbox, outbox index and confirmed log move from one key per event into
+    // chunks.
+    let aggregates = node::migrate_outbox_counts(node)?;
+    let chunked = node::migrate_to_chunks(node)?;
     meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes()[..])
         .map_err(|e| sled_error("writing the schema marker", e))?;
     db.flush()
@@ -483,7 +480,7 @@ fn upgrade(
         to = SCHEMA_VERSION,
         ids = moved,
         aggregates,
-        confirmed,
+        chunked,
         "upgraded the sled store's schema"
     );
     Ok(())

@@ -10,7 +10,7 @@ use serde_json::json;
 use synckit_store_sled::{SCHEMA_VERSION, SledStore, sled};
 use synckit_types::{
     AggregateId, AppendOutcome, ErrorKind, Event, EventStore, EventStoreExt, Hlc, NodeStore,
-    NodeWrite, RejectCode, Seq, StoredEvent, TenantId,
+    NodeWrite, PendingEvent, RejectCode, Seq, StoredEvent, TenantId,
 };
 
 fn event(id: &str, aggregate: &str, note: &str) -> Event {
@@ -79,19 +79,60 @@ async fn pending_counts(store: &SledStore) -> Vec<u64> {
     counts
 }
 
-/// Remove a closed store's stored outbox counts (`Q aggregate`), which schema 2 did not keep,
-/// and mark the database and the marker file as `version`.
-fn downgrade_outbox_counts(db: &sled::Db, dir: &Path, version: u32) {
-    let node = db.open_tree("synckit_node").unwrap();
-    let counts: Vec<_> = node
-        .scan_prefix([b'Q'])
+/// Every key of `tree` under `prefix`.
+fn keys(tree: &sled::Tree, prefix: u8) -> Vec<sled::IVec> {
+    tree.scan_prefix([prefix])
         .keys()
         .map(Result::unwrap)
-        .collect();
-    assert!(!counts.is_empty(), "the current schema keeps outbox counts");
-    for key in counts {
-        node.remove(key).unwrap();
+        .collect()
+}
+
+/// Rewrite a closed store's node tree in the schema-2 layout: no outbox counts (`Q`), and the
+/// confirmed log (`C seq`), the outbox (`O ordinal`) and its aggregate index
+/// (`P lp(aggregate) ordinal`) one key per event instead of the `K`, `B` and `G` chunks.
+fn downgrade_node_to_schema_two(
+    db: &sled::Db,
+    confirmed: &[StoredEvent],
+    pending: &[PendingEvent],
+) {
+    let node = db.open_tree("synckit_node").unwrap();
+    for (class, what) in [
+        (b'Q', "outbox counts"),
+        (b'K', "confirmed chunks"),
+        (b'B', "outbox chunks"),
+        (b'G', "outbox index chunks"),
+    ] {
+        let found = keys(&node, class);
+        assert!(!found.is_empty(), "the current schema keeps {what}");
+        for key in found {
+            node.remove(key).unwrap();
+        }
     }
+    for e in confirmed {
+        let mut key = vec![b'C'];
+        key.extend_from_slice(&e.seq.get().to_be_bytes());
+        // Schema 2's record: format 1, aggregate version, recorded_at, the event's JSON.
+        let mut record = vec![1];
+        record.extend_from_slice(&e.aggregate_version.to_be_bytes());
+        record.extend_from_slice(&e.recorded_at.to_be_bytes());
+        record.extend(serde_json::to_vec(&e.event).unwrap());
+        node.insert(key, record).unwrap();
+    }
+    for p in pending {
+        let mut key = vec![b'O'];
+        key.extend_from_slice(&p.ordinal.to_be_bytes());
+        let mut record = vec![1];
+        record.extend(serde_json::to_vec(&p.event).unwrap());
+        node.insert(key, record).unwrap();
+        let mut key = vec![b'P'];
+        key.extend(part(p.event.aggregate_id.as_str().as_bytes()));
+        key.extend_from_slice(&p.ordinal.to_be_bytes());
+        node.insert(key, &[][..]).unwrap();
+    }
+}
+
+/// Mark the database and the marker file of a store as schema `version`.
+fn mark_schema(db: &sled::Db, dir: &Path, version: u32) {
     let meta = db.open_tree("synckit_meta").unwrap();
     meta.insert("schema_version", &version.to_be_bytes()[..])
         .unwrap();
@@ -106,22 +147,19 @@ fn downgrade_outbox_counts(db: &sled::Db, dir: &Path, version: u32) {
     std::fs::write(&marker, old).unwrap();
 }
 
-/// Rewrite a closed store's id indexes in the schema-1 layout, with no runs, and mark the
-/// database and the marker file as schema 1: the hub's `I lp(tenant) id` -> seq instead of
-/// `J`, the node's `c id` -> seq instead of `d`, no outbox counts, and the node's confirmed
-/// events as one `C seq` key each instead of `K` chunks.
+/// Rewrite a closed store in the schema-1 layout: schema 2's node tree, and the id indexes one
+/// key per event (the hub's `I lp(tenant) id` -> seq instead of `J` runs, the node's `c id` ->
+/// seq instead of `d` runs).
 fn downgrade_to_schema_one(
     dir: &Path,
     stored: &[(String, Vec<(String, u64)>)],
     node_confirmed: &[StoredEvent],
+    node_pending: &[PendingEvent],
 ) {
     let db = sled::Config::new().path(dir).open().unwrap();
+    downgrade_node_to_schema_two(&db, node_confirmed, node_pending);
     let node = db.open_tree("synckit_node").unwrap();
-    let runs: Vec<_> = node
-        .scan_prefix([b'd'])
-        .keys()
-        .map(Result::unwrap)
-        .collect();
+    let runs = keys(&node, b'd');
     assert!(
         !runs.is_empty(),
         "the current schema keeps confirmed-id runs"
@@ -133,25 +171,6 @@ fn downgrade_to_schema_one(
         let mut key = vec![b'c'];
         key.extend_from_slice(e.event.id.as_str().as_bytes());
         node.insert(key, &e.seq.get().to_be_bytes()[..]).unwrap();
-    }
-    let chunks: Vec<_> = node
-        .scan_prefix([b'K'])
-        .keys()
-        .map(Result::unwrap)
-        .collect();
-    assert!(!chunks.is_empty(), "the current schema keeps confirmed chunks");
-    for key in chunks {
-        node.remove(key).unwrap();
-    }
-    for e in node_confirmed {
-        let mut key = vec![b'C'];
-        key.extend_from_slice(&e.seq.get().to_be_bytes());
-        // Schema 3's record: format 1, aggregate version, recorded_at, the event's JSON.
-        let mut record = vec![1];
-        record.extend_from_slice(&e.aggregate_version.to_be_bytes());
-        record.extend_from_slice(&e.recorded_at.to_be_bytes());
-        record.extend(serde_json::to_vec(&e.event).unwrap());
-        node.insert(key, record).unwrap();
     }
     let hub = db.open_tree("synckit_hub").unwrap();
     for (tenant, ids) in stored {
@@ -169,16 +188,16 @@ fn downgrade_to_schema_one(
             hub.insert(key, &seq.to_be_bytes()[..]).unwrap();
         }
     }
-    downgrade_outbox_counts(&db, dir, 1);
+    mark_schema(&db, dir, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schema_one_store_is_upgraded_at_open() {
-    assert_eq!(SCHEMA_VERSION, 4, "this test upgrades from schema 1 to 4");
+    assert_eq!(SCHEMA_VERSION, 3, "this test upgrades from schema 1 to 3");
     let dir = tempfile::tempdir().unwrap();
     let tenants = ["alpha", "beta"];
     let mut stored = Vec::new();
-    {
+    let node_pending = {
         let store = SledStore::open(dir.path()).unwrap();
         for (t, n) in tenants.iter().zip([3_000, 700]) {
             let tenant = TenantId::new(*t).unwrap();
@@ -206,14 +225,19 @@ async fn a_schema_one_store_is_upgraded_at_open() {
             ..NodeWrite::default()
         };
         store.commit(write).await.unwrap();
+        let pending = store.pending(0, 100).await.unwrap();
         EventStore::close(&store).await.unwrap();
-    }
-    downgrade_to_schema_one(dir.path(), &stored, &confirmed(2_000));
+        pending
+    };
+    downgrade_to_schema_one(dir.path(), &stored, &confirmed(2_000), &node_pending);
 
     let store = SledStore::open(dir.path()).unwrap();
     assert_eq!(pending_counts(&store).await, [8, 8, 7, 7, 0]);
     // The confirmed log reads as before, whole and from the middle.
-    assert_eq!(store.confirmed(Seq(0), 5_000).await.unwrap(), confirmed(2_000));
+    assert_eq!(
+        store.confirmed(Seq(0), 5_000).await.unwrap(),
+        confirmed(2_000)
+    );
     assert_eq!(
         store.confirmed(Seq(1_500), 3).await.unwrap(),
         confirmed(2_000)[1_500..1_503]
@@ -307,11 +331,40 @@ async fn a_schema_one_store_is_upgraded_at_open() {
     assert_eq!(node.scan_prefix([b'C']).count(), 0);
 }
 
+/// `(ordinal, id)` of pending events, to compare listings.
+fn listing(pending: &[PendingEvent]) -> Vec<(u64, String)> {
+    pending
+        .iter()
+        .map(|p| (p.ordinal, p.event.id.to_string()))
+        .collect()
+}
+
+/// What the node side answers: the outbox, each aggregate's part of it, the confirmed log.
+async fn node_view(
+    store: &SledStore,
+) -> (
+    Vec<(u64, String)>,
+    Vec<Vec<(u64, String)>>,
+    Vec<StoredEvent>,
+) {
+    let all = listing(&store.pending(0, 10_000).await.unwrap());
+    let mut by_aggregate = Vec::new();
+    for a in 0..5 {
+        let aggregate = AggregateId::new(format!("pend-{a}")).unwrap();
+        by_aggregate.push(listing(&store.pending_for(&aggregate).await.unwrap()));
+    }
+    (
+        all,
+        by_aggregate,
+        store.confirmed(Seq(0), 10_000).await.unwrap(),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_schema_two_store_gets_its_outbox_counts_at_open() {
+async fn a_schema_two_node_is_chunked_and_counted_at_open() {
     let dir = tempfile::tempdir().unwrap();
     let events = pending(403);
-    {
+    let (before, pending) = {
         let store = SledStore::open(dir.path()).unwrap();
         for part in events.chunks(100) {
             let write = NodeWrite {
@@ -320,16 +373,28 @@ async fn a_schema_two_store_gets_its_outbox_counts_at_open() {
             };
             store.commit(write).await.unwrap();
         }
+        let write = NodeWrite {
+            confirm: confirmed(50),
+            ..NodeWrite::default()
+        };
+        store.commit(write).await.unwrap();
         assert_eq!(pending_counts(&store).await, [101, 101, 101, 100, 0]);
+        let view = node_view(&store).await;
+        let pending = store.pending(0, 10_000).await.unwrap();
         EventStore::close(&store).await.unwrap();
-    }
+        (view, pending)
+    };
+    assert_eq!(before.0.len(), 403);
+    assert_eq!(before.2, confirmed(50));
     let db = sled::Config::new().path(dir.path()).open().unwrap();
-    downgrade_outbox_counts(&db, dir.path(), 2);
+    downgrade_node_to_schema_two(&db, &confirmed(50), &pending);
+    mark_schema(&db, dir.path(), 2);
     drop(db);
 
     let store = SledStore::open(dir.path()).unwrap();
     assert_eq!(pending_counts(&store).await, [101, 101, 101, 100, 0]);
-    // The counts follow later writes: 10 of pend-1 confirmed, 3 of pend-2 dropped, one of
+    assert_eq!(node_view(&store).await, before);
+    // The counts and listings follow later writes: 10 of pend-1 confirmed, 3 of pend-2 dropped, one of
     // pend-3 moved to pend-4.
     let confirm = events
         .iter()
@@ -338,7 +403,7 @@ async fn a_schema_two_store_gets_its_outbox_counts_at_open() {
         .enumerate()
         .map(|(i, e)| StoredEvent {
             event: e.clone(),
-            seq: Seq(i as u64 + 1),
+            seq: Seq(i as u64 + 51),
             aggregate_version: i as u64 + 1,
             recorded_at: 5,
         })
@@ -360,6 +425,12 @@ async fn a_schema_two_store_gets_its_outbox_counts_at_open() {
     };
     store.commit(write).await.unwrap();
     assert_eq!(pending_counts(&store).await, [101, 91, 98, 99, 1]);
+    let (all, by_aggregate, confirmed_log) = node_view(&store).await;
+    assert_eq!(all.len(), 390);
+    let mut merged: Vec<(u64, String)> = by_aggregate.concat();
+    merged.sort();
+    assert_eq!(merged, all, "the aggregate listings partition the outbox");
+    assert_eq!(confirmed_log.len(), 60);
     let total: u64 = pending_counts(&store).await.iter().sum();
     assert_eq!(store.state().await.unwrap().pending, total);
     EventStore::close(&store).await.unwrap();
