@@ -108,10 +108,7 @@ pub async fn run(quick: bool, only: &[&str]) -> Result<()> {
         anyhow::bail!("no part named {unknown:?}; available: {}", PARTS.join(", "));
     }
     let wanted = |name: &str| only.is_empty() || only.contains(&name);
-    let mut w = Workload::new(quick);
-    if let Ok(n) = std::env::var("EXP_EVENTS") {
-        w.events = n.parse()?;
-    }
+    let w = Workload::new(quick);
     println!(
         "net: {} events pushed and pulled sled to sled over HTTP (batches and pages of {}, \
          {}-byte payloads); {} memory-to-memory x {} runs; {} subscribers at {} events/s for {:?}",
@@ -170,10 +167,7 @@ async fn sled_to_sled(w: &Workload) -> Result<Vec<Figure>> {
     drop(batches);
     let raw = median(&raw);
 
-    let hub = match std::env::var("EXP_HUB_CONFIG") {
-        Ok(c) => HubProcess::start_with("sled", &dir.path().join("hub"), &["--config", &c])?,
-        Err(_) => HubProcess::start("sled", &dir.path().join("hub"))?,
-    };
+    let hub = HubProcess::start("sled", &dir.path().join("hub"))?;
     let transport: DynTransport = Arc::new(HttpTransport::new(&hub.url, None)?);
     let writer = node(
         Arc::new(SledStore::open(dir.path().join("writer"))?),
@@ -227,35 +221,6 @@ async fn sled_to_sled(w: &Workload) -> Result<Vec<Figure>> {
         "every event pulled: {pulled:?}"
     );
     reader.close().await?;
-    if std::env::var("EXP_SECOND").is_ok() {
-        for round in 0..2 {
-            let again = node(
-                Arc::new(SledStore::open(dir.path().join(format!("again-{round}")))?),
-                Arc::new(HttpTransport::new(&hub.url, None)?),
-                w,
-            )
-            .await?;
-            let progress = again.watch_progress();
-            let pid_rss = hub.rss_reader();
-            let t = tokio::spawn(async move {
-                let mut s = Vec::new();
-                for _ in 0..2000 {
-                    s.push((progress.borrow().pulled, pid_rss().unwrap_or(0)));
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                s
-            });
-            let start = Instant::now();
-            again.pull().await?;
-            println!("EXP pull {round} {:?}", start.elapsed());
-            t.abort();
-            println!(
-                "EXP rss after pull {round}: {:.0} MiB",
-                hub.rss()? as f64 / 1048576.0
-            );
-            again.close().await?;
-        }
-    }
     hub.stop()?;
 
     // Flat: once a tenth of the log is through (caches warm), the hub grows by less than
