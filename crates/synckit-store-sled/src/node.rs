@@ -213,16 +213,11 @@ fn stored_outbox_count(tree: &Tree, aggregate: &AggregateId) -> Result<u64> {
 /// Schema 2 -> 3: write each aggregate's pending count, counted from the outbox id index
 /// (whose values name the aggregate). Replaces any counts already there, so it can run again.
 pub(crate) fn migrate_outbox_counts(tree: &Tree) -> Result<u64> {
-    let mut counts: HashMap<Vec<u8>, u64> = HashMap::new();
+    let mut counts: HashMap<AggregateId, u64> = HashMap::new();
     for item in tree.scan_prefix([NODE_OUTBOX_ID]) {
         let (key, value) = item.map_err(|e| sled_error("counting the outbox", e))?;
-        if value.len() < 8 {
-            return Err(corrupted(format!(
-                "outbox id entry {key:?} is malformed: {} bytes",
-                value.len()
-            )));
-        }
-        *counts.entry(value[8..].to_vec()).or_insert(0) += 1;
+        let (_, aggregate) = decode_pending_value(&value, &format_args!("{key:?}"))?;
+        *counts.entry(aggregate).or_insert(0) += 1;
     }
     let mut batch = Batch::default();
     for item in tree.scan_prefix([NODE_OUTBOX_COUNT]).keys() {
@@ -230,8 +225,7 @@ pub(crate) fn migrate_outbox_counts(tree: &Tree) -> Result<u64> {
     }
     let aggregates = len_u64(counts.len());
     for (aggregate, count) in counts {
-        let key = Key::new(NODE_OUTBOX_COUNT).tail(&aggregate).into_vec();
-        batch.insert(key, &u64_bytes(count)[..]);
+        batch.insert(outbox_count_key(&aggregate), &u64_bytes(count)[..]);
     }
     tree.apply_batch(batch)
         .map_err(|e| sled_error("writing the outbox counts", e))?;
@@ -278,7 +272,7 @@ fn stored_pending(tree: &Tree, id: &EventId) -> Result<Option<(u64, AggregateId)
 
 /// An outbox id entry's value: the ordinal and the aggregate.
 fn decode_pending_value(value: &[u8], what: &dyn std::fmt::Display) -> Result<(u64, AggregateId)> {
-    let ordinal = read_u64(value.get(..8).unwrap_or(value), what)?;
+    let ordinal = read_u64(value, what)?;
     let aggregate = std::str::from_utf8(&value[8..])
         .ok()
         .and_then(|a| AggregateId::new(a).ok())
