@@ -211,22 +211,26 @@ fn decode_event(index: usize, raw: &str, limits: &PushLimits) -> Result<DecodedE
 }
 
 /// The deepest nesting of arrays and objects in JSON text (strings are skipped).
+///
+/// Strings, most of an event's bytes, are crossed with `memchr` to their next quote or
+/// backslash rather than byte by byte.
 pub fn json_depth(text: &[u8]) -> usize {
     let (mut depth, mut deepest) = (0usize, 0usize);
-    let (mut in_string, mut escaped) = (false, false);
-    for &b in text {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-            continue;
-        }
+    let mut at = 0;
+    while let Some(&b) = text.get(at) {
+        at += 1;
         match b {
-            b'"' => in_string = true,
+            b'"' => loop {
+                let rest = text.get(at..).unwrap_or_default();
+                let Some(found) = memchr::memchr2(b'"', b'\\', rest) else {
+                    return deepest; // an unterminated string: nothing more to count
+                };
+                at += found + 1;
+                if rest.get(found) == Some(&b'"') {
+                    break;
+                }
+                at += 1; // the escaped byte
+            },
             b'[' | b'{' => {
                 depth += 1;
                 deepest = deepest.max(depth);
@@ -447,7 +451,61 @@ pub struct AggregateResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
+
+    /// The plain byte-at-a-time depth scan `json_depth` must agree with.
+    fn depth_byte_by_byte(text: &[u8]) -> usize {
+        let (mut depth, mut deepest) = (0usize, 0usize);
+        let (mut in_string, mut escaped) = (false, false);
+        for &b in text {
+            if in_string {
+                if escaped {
+                    escaped = false;
+                } else if b == b'\\' {
+                    escaped = true;
+                } else if b == b'"' {
+                    in_string = false;
+                }
+                continue;
+            }
+            match b {
+                b'"' => in_string = true,
+                b'[' | b'{' => {
+                    depth += 1;
+                    deepest = deepest.max(depth);
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        deepest
+    }
+
+    #[test]
+    fn depth_skips_strings_and_escapes() {
+        assert_eq!(json_depth(br#"{"a":[1,{"b":"[[{{"}]}"#), 3);
+        assert_eq!(json_depth(br#"{"a":"\"[[","b":"\\"}"#), 1);
+        assert_eq!(json_depth(br#"[[["unterminated [[["#), 3);
+        assert_eq!(json_depth(br#"["ends in a backslash \"#), 1);
+        assert_eq!(json_depth(b""), 0);
+    }
+
+    proptest! {
+        /// Bytes drawn mostly from JSON's structural characters, quotes and backslashes.
+        #[test]
+        fn depth_agrees_with_the_byte_loop(
+            text in proptest::collection::vec(
+                prop_oneof![
+                    Just(b'"'), Just(b'\\'), Just(b'['), Just(b']'), Just(b'{'), Just(b'}'),
+                    Just(b'x'), any::<u8>(),
+                ],
+                0..200,
+            )
+        ) {
+            prop_assert_eq!(json_depth(&text), depth_byte_by_byte(&text));
+        }
+    }
 
     #[test]
     fn push_bodies_decode_per_event() {

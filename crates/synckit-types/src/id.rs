@@ -19,7 +19,9 @@ fn validate_id(what: &str, value: &str) -> Result<()> {
             value.len()
         )));
     }
-    if let Some(c) = value.chars().find(|c| c.is_control()) {
+    // Most ids are printable ASCII; only others need the per-char test.
+    let printable_ascii = value.bytes().all(|b| (0x20..0x7f).contains(&b));
+    if !printable_ascii && let Some(c) = value.chars().find(|c| c.is_control()) {
         return Err(Error::invalid_input(format!(
             "{what} contains the control character {c:?}"
         )));
