@@ -160,6 +160,9 @@ mod tests {
         assert!(EventId::new("a".repeat(129)).is_err());
         assert!(EventId::new("a".repeat(128)).is_ok());
         assert!(AggregateId::new("task\n1").is_err());
+        assert!(EventId::new("del\u{7f}").is_err());
+        assert!(EventId::new("c1\u{85}").is_err());
+        assert!(EventId::new("tâche-1").is_ok());
         assert!(NodeId::new("n1").is_ok());
     }
 
