@@ -1,6 +1,8 @@
 //! The node role: confirmed log, outbox, cursor, node id and clock, review queue and audit trail.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
+
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::ops::Bound;
 
 use synckit_types::{

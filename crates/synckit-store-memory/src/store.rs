@@ -1,8 +1,9 @@
 //! `MemoryStore`: the `EventStore` and `NodeStore` implementations over mutex-guarded maps.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use foldhash::HashMap;
 
 use async_trait::async_trait;
 use synckit_types::{
