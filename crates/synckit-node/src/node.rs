@@ -546,8 +546,10 @@ impl Node {
                 }
             };
             // Both run to the end, so a finished push is never left uncommitted by the
-            // other's error.
-            let (committed, sent) = tokio::join!(commit, send);
+            // other's error. The send is polled first: it encodes and sends batch k+1, and
+            // while the hub works on it a store that commits on the calling thread (the
+            // memory store) commits batch k instead of holding the request back.
+            let (sent, committed) = tokio::join!(send, commit);
             if let Some((stored, rejections)) = committed? {
                 tally.pushed += stored;
                 tally.errors.extend(rejections);
