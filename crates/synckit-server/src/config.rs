@@ -94,7 +94,8 @@ pub struct Limits {
     pub max_body: usize,
     /// Bytes of a request body after decompression (default 64 MiB).
     pub max_decompressed: usize,
-    /// Interval of SSE heartbeats on idle streams (default 15 s).
+    /// Interval of SSE heartbeats on idle streams (default 15 s): an idle stream gets one
+    /// within two intervals of its last frame, then one per interval.
     pub heartbeat: Duration,
     /// Frames queued for one subscriber before it counts as slow (default 1,024).
     pub subscriber_queue: usize,

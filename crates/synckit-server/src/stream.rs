@@ -173,7 +173,13 @@ async fn live(
     frames: &mpsc::Sender<Bytes>,
     shut: &mut impl FnMut(&str, &str),
 ) -> Live {
-    let limits = &hub.limits;
+    let every = hub.limits.heartbeat;
+    // One timer for the whole live phase rather than one per announcement: a tick sends a
+    // heartbeat unless a frame went out since the previous tick, so an idle stream hears
+    // from the hub within two intervals.
+    let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut busy = false;
     loop {
         let committed = tokio::select! {
             _ = hub.shutdown.cancelled() => {
@@ -186,9 +192,12 @@ async fn live(
                 Err(broadcast::error::RecvError::Lagged(_)) => return Live::CatchUp,
                 Err(broadcast::error::RecvError::Closed) => return Live::Done,
             },
-            _ = tokio::time::sleep(limits.heartbeat) => {
-                // A full queue already keeps the stream busy; no heartbeat needed then.
-                let _ = frames.try_send(Bytes::from_static(HEARTBEAT.as_bytes()));
+            _ = beat.tick() => {
+                if !busy {
+                    // A full queue already keeps the stream busy; no heartbeat needed then.
+                    let _ = frames.try_send(Bytes::from_static(HEARTBEAT.as_bytes()));
+                }
+                busy = false;
                 continue;
             }
         };
@@ -206,10 +215,11 @@ async fn live(
             if event.seq <= cursor {
                 continue;
             }
-            if request.filter.matches(&event.event)
-                && !forward(hub, tenant, frames, frame.clone(), shut).await
-            {
-                return Live::Done;
+            if request.filter.matches(&event.event) {
+                if !forward(hub, tenant, frames, frame.clone(), shut).await {
+                    return Live::Done;
+                }
+                busy = true;
             }
             request.after = event.seq;
         }
@@ -224,6 +234,12 @@ async fn forward(
     frame: Bytes,
     shut: &mut impl FnMut(&str, &str),
 ) -> bool {
+    // The common case, room in the queue, needs no timer.
+    let frame = match frames.try_send(frame) {
+        Ok(()) => return true,
+        Err(mpsc::error::TrySendError::Closed(_)) => return false,
+        Err(mpsc::error::TrySendError::Full(frame)) => frame,
+    };
     match tokio::time::timeout(hub.limits.slow_subscriber, frames.send(frame)).await {
         Ok(Ok(())) => true,
         Ok(Err(_)) => false,
