@@ -1,7 +1,6 @@
 //! The hub role: one tenant's append-only log with its id, aggregate and kind indexes.
 
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
-
 use synckit_types::{
     AggregateId, AppendOutcome, AppendReport, AppendResult, Error, Event, EventId, Page,
     ReadRequest, RejectCode, Result, Seq, StoredEvent,

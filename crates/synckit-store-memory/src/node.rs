@@ -1,10 +1,9 @@
 //! The node role: confirmed log, outbox, cursor, node id and clock, review queue and audit trail.
 
 use std::collections::{BTreeMap, BTreeSet};
-
-use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::ops::Bound;
 
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use synckit_types::{
     AggregateHead, AggregateId, AuditQuery, AuditRecord, CommitSummary, Error, ErrorKind, Event,
     EventId, Hlc, NodeId, NodeState, NodeWrite, PendingEvent, ReviewEntry, Seq, StoredEvent,

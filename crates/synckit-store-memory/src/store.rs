@@ -3,9 +3,8 @@
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use foldhash::HashMap;
-
 use async_trait::async_trait;
+use foldhash::HashMap;
 use synckit_types::{
     AggregateHead, AggregateId, AppendReport, AuditQuery, AuditRecord, Clock, CommitSummary,
     DynClock, Error, Event, EventStore, NodeState, NodeStore, NodeWrite, Page, PendingEvent,
