@@ -11,8 +11,10 @@
 //! the next run's key. So the one run that can hold an id is the last run keyed at or before
 //! it, found with one reverse seek. New ids are merged into the run that covers them (or, below
 //! the first run, into new runs), and a run that grows past [`RUN_ENTRIES`] is written as equal
-//! parts, each keyed by its first id, all inside the old run's range. Runs are only ever
-//! rewritten or added, never removed, so the partition holds after every atomic batch.
+//! parts, each keyed by its first id, all inside the old run's range. An id removed from a
+//! run (the node's outbox ids leave when confirmed) shrinks it; a run left empty is deleted,
+//! and one whose first id left is rekeyed by its new first id. Its old range then falls to the
+//! run before it, which holds nothing there, so the partition holds after every atomic batch.
 //!
 //! Time-ordered ids land past every stored id, in the last run: an append reads one run and
 //! writes about `n / RUN_ENTRIES` records. Random ids touch one run each, which costs about what
@@ -40,8 +42,8 @@ struct Run {
     end: Option<Vec<u8>>,
     /// Stored entries, sorted by id.
     entries: Vec<(Vec<u8>, u64)>,
-    /// Entries added by this append, in the order they were added.
-    added: Vec<(Vec<u8>, u64)>,
+    /// Changes of this write, in order: `Some(seq)` adds the id, `None` removes it.
+    changes: Vec<(Vec<u8>, Option<u64>)>,
 }
 
 impl Run {
@@ -96,19 +98,43 @@ impl IdRuns {
         let i = self.run_for(id).ok_or_else(|| {
             synckit_types::Error::internal("an id added to the index was not loaded first")
         })?;
-        self.runs[i].added.push((id.to_vec(), seq));
+        self.runs[i].changes.push((id.to_vec(), Some(seq)));
+        Ok(())
+    }
+
+    /// Record that `id` (one of the loaded ids) is no longer stored.
+    pub(crate) fn remove(&mut self, id: &[u8]) -> Result<()> {
+        let i = self.run_for(id).ok_or_else(|| {
+            synckit_types::Error::internal("an id removed from the index was not loaded first")
+        })?;
+        self.runs[i].changes.push((id.to_vec(), None));
         Ok(())
     }
 
     /// Put the rewritten and new runs into `batch`.
     pub(crate) fn write(self, batch: &mut Batch) -> Result<()> {
         for run in self.runs {
-            if run.added.is_empty() {
+            if run.changes.is_empty() {
                 continue;
             }
-            let mut merged = run.entries;
-            merged.extend(run.added);
-            merged.sort_unstable();
+            let mut merged: std::collections::BTreeMap<Vec<u8>, u64> =
+                run.entries.into_iter().collect();
+            for (id, change) in run.changes {
+                match change {
+                    Some(seq) => merged.insert(id, seq),
+                    None => merged.remove(&id),
+                };
+            }
+            let merged: Vec<(Vec<u8>, u64)> = merged.into_iter().collect();
+            // The old key goes unless the first part takes it again.
+            if let Some(first) = &run.first
+                && merged.first().is_none_or(|(id, _)| id != first)
+            {
+                batch.remove(self.prefix.with_tail(first));
+            }
+            if merged.is_empty() {
+                continue;
+            }
             let parts = merged.len().div_ceil(RUN_ENTRIES);
             let per_part = merged.len().div_ceil(parts);
             for part in merged.chunks(per_part) {
@@ -149,7 +175,7 @@ fn cover(tree: &Tree, prefix: &Key, id: &[u8]) -> Result<Run> {
             first: None,
             end,
             entries: Vec::new(),
-            added: Vec::new(),
+            changes: Vec::new(),
         },
         Some((k, value)) => {
             let first = k[prefix.bytes().len()..].to_vec();
@@ -159,7 +185,7 @@ fn cover(tree: &Tree, prefix: &Key, id: &[u8]) -> Result<Run> {
                 first: Some(first),
                 end,
                 entries,
-                added: Vec::new(),
+                changes: Vec::new(),
             }
         }
     })
@@ -230,6 +256,16 @@ fn decode(value: &[u8]) -> Result<Vec<(Vec<u8>, u64)>> {
 /// under `new`, removing the old keys; in atomic steps of whole runs, in id order, so an
 /// interrupted migration continues where it stopped when it is run again.
 pub(crate) fn migrate_keys(tree: &Tree, old: &[u8], new: &Key) -> Result<u64> {
+    migrate_keys_with(tree, old, new, |value| <[u8; 8]>::try_from(value).ok())
+}
+
+/// [`migrate_keys`] with the seq read from each old value by `seq_of` (`None`: malformed).
+pub(crate) fn migrate_keys_with(
+    tree: &Tree,
+    old: &[u8],
+    new: &Key,
+    seq_of: impl Fn(&[u8]) -> Option<[u8; 8]>,
+) -> Result<u64> {
     let err = |e| sled_error("migrating the id index", e);
     let mut moved = 0;
     loop {
@@ -237,8 +273,8 @@ pub(crate) fn migrate_keys(tree: &Tree, old: &[u8], new: &Key) -> Result<u64> {
         let mut old_keys = Vec::with_capacity(RUN_ENTRIES * 256);
         for item in tree.scan_prefix(old).take(RUN_ENTRIES * 256) {
             let (key, value) = item.map_err(err)?;
-            let seq = <[u8; 8]>::try_from(value.as_ref())
-                .map_err(|_| corrupted("a schema-1 id-index entry is malformed"))?;
+            let seq = seq_of(value.as_ref())
+                .ok_or_else(|| corrupted("an old id-index entry is malformed"))?;
             entries.push((key[old.len()..].to_vec(), u64::from_be_bytes(seq)));
             old_keys.push(key);
         }
@@ -340,6 +376,67 @@ mod tests {
             check_index(&tree, &prefix, &model);
         }
         assert!(model.len() > 10_000, "the test covered many ids");
+    }
+
+    /// Adds and removals in any order and mix (an id removed and added again in one write, or
+    /// added and removed) leave runs that answer like a map.
+    #[test]
+    fn removals_keep_runs_answering_like_a_map() {
+        let tree = tree();
+        let prefix = Key::new(b'p');
+        let mut rng = fastrand::Rng::with_seed(5);
+        let mut model: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
+        let mut clock = 0_u32;
+        for round in 0..400_u32 {
+            let mut ops: Vec<(Vec<u8>, Option<u64>)> = Vec::new();
+            for _ in 0..rng.usize(1..150) {
+                let add = rng.u8(0..3) > 0 || model.is_empty();
+                if add && rng.bool() {
+                    clock += 1;
+                    ops.push((
+                        format!("id-{clock:06}").into_bytes(),
+                        Some(u64::from(clock)),
+                    ));
+                } else if add {
+                    let id = format!("id-{:06}", rng.u32(0..clock + 1));
+                    ops.push((id.into_bytes(), Some(u64::from(round) + 1_000_000)));
+                } else {
+                    // Oldest first, as a push confirms, or anywhere.
+                    let id = if rng.bool() {
+                        model.keys().next().cloned().unwrap_or_default()
+                    } else {
+                        format!("id-{:06}", rng.u32(0..clock + 1)).into_bytes()
+                    };
+                    ops.push((id, None));
+                }
+            }
+            let refs: Vec<&[u8]> = ops.iter().map(|(id, _)| id.as_slice()).collect();
+            let mut runs = IdRuns::load(&tree, &prefix, &refs).unwrap();
+            for (id, op) in &ops {
+                match op {
+                    Some(seq) => {
+                        runs.add(id, *seq).unwrap();
+                        model.insert(id.clone(), *seq);
+                    }
+                    None => {
+                        runs.remove(id).unwrap();
+                        model.remove(id);
+                    }
+                }
+            }
+            let mut batch = Batch::default();
+            runs.write(&mut batch).unwrap();
+            tree.apply_batch(batch).unwrap();
+            check_index(&tree, &prefix, &model);
+            let ids: Vec<Vec<u8>> = (0..50)
+                .map(|_| format!("id-{:06}", rng.u32(0..clock + 2)).into_bytes())
+                .collect();
+            let refs: Vec<&[u8]> = ids.iter().map(Vec::as_slice).collect();
+            let runs = IdRuns::load(&tree, &prefix, &refs).unwrap();
+            for id in &ids {
+                assert_eq!(runs.get(id), model.get(id).copied(), "round {round}");
+            }
+        }
     }
 
     /// Time-ordered appends write about one record per `RUN_ENTRIES` ids.
