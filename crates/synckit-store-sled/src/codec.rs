@@ -12,7 +12,7 @@ use synckit_types::{Error, Event, Result, Seq, StoredEvent};
 use crate::error::corrupted;
 
 /// The on-disk schema this build writes and reads. Bump it when a layout below changes.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// Name of the tree holding the schema marker.
 pub(crate) const META_TREE: &str = "synckit_meta";
@@ -56,8 +56,12 @@ pub(crate) const NODE_CONFIRMED_ID_RUN: u8 = b'd';
 pub(crate) const NODE_VERSION: u8 = b'V';
 /// Schema 2 only, moved to [`NODE_OUTBOX_CHUNK`] at open: `O ordinal` -> outbox record.
 pub(crate) const NODE_OUTBOX: u8 = b'O';
-/// `o event-id` -> ordinal `u64` ++ aggregate id.
+/// Schema 3 only, moved to [`NODE_OUTBOX_ID_RUN`] at open: `o event-id` -> ordinal `u64` ++
+/// aggregate id.
 pub(crate) const NODE_OUTBOX_ID: u8 = b'o';
+/// Since schema 4: `p first-event-id` -> a sorted run of pending ids, each with its ordinal
+/// and aggregate (see `idindex`).
+pub(crate) const NODE_OUTBOX_ID_RUN: u8 = b'p';
 /// Schema 2 only, moved to [`NODE_OUTBOX_AGGREGATE_CHUNK`] at open: `P lp(aggregate) ordinal`
 /// -> empty.
 pub(crate) const NODE_OUTBOX_AGGREGATE: u8 = b'P';

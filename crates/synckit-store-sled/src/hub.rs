@@ -322,7 +322,7 @@ fn build_batch(
 
 /// What the stored log holds under `event`'s id, compared with `event`.
 fn known(id_runs: &IdRuns, reader: &mut ChunkReader<'_>, event: &Event) -> Result<Option<Known>> {
-    let Some(seq) = id_runs.get(event.id.as_str().as_bytes()) else {
+    let Some(seq) = id_runs.get(event.id.as_str().as_bytes()).copied() else {
         return Ok(None);
     };
     let seq = Seq(seq);

@@ -1,4 +1,5 @@
-//! The hub's id index: the seq of every stored event id, in sorted runs of ids.
+//! Id indexes in sorted runs of ids: the hub's (id to seq), the node's confirmed ids (id to
+//! seq) and its outbox ids (id to ordinal and aggregate).
 //!
 //! sled's cost is per key written, and a key inserted into a leaf costs a copy of that leaf,
 //! so one small key per event made the id index the whole of an append's cost above raw sled
@@ -6,7 +7,7 @@
 //! that to about one key per [`RUN_ENTRIES`] events when ids are ordered by time, as the
 //! default UUIDv7 ids are.
 //!
-//! A run is one record keyed by its first id, holding its ids sorted with their seqs. The runs
+//! A run is one record keyed by its first id, holding its ids sorted with their values. The runs
 //! of a tenant partition the id space: a run holds only ids at or after its own key and before
 //! the next run's key. So the one run that can hold an id is the last run keyed at or before
 //! it, found with one reverse seek. New ids are merged into the run that covers them (or, below
@@ -30,52 +31,76 @@ use crate::error::{corrupted, sled_error};
 
 /// The most entries a run is written with; larger merges are split into equal parts.
 pub(crate) const RUN_ENTRIES: usize = 64;
-/// First byte of a run value: the value format.
-const RUN_V1: u8 = 1;
+
+/// What a run stores beside each id, and how it is written.
+pub(crate) trait RunValue: Clone + std::fmt::Debug + Sized {
+    /// First byte of a run record: the format of its entries.
+    const FORMAT: u8;
+    /// Append the value's bytes to `out`.
+    fn encode_into(&self, out: &mut Vec<u8>) -> Result<()>;
+    /// Read one value from the front of `input`, advancing it; `None` when malformed.
+    fn decode_from(input: &mut &[u8]) -> Option<Self>;
+}
+
+/// A seq (hub ids, the node's confirmed ids): `[seq: u64 BE]`, format 1.
+impl RunValue for u64 {
+    const FORMAT: u8 = 1;
+
+    fn encode_into(&self, out: &mut Vec<u8>) -> Result<()> {
+        out.extend_from_slice(&self.to_be_bytes());
+        Ok(())
+    }
+
+    fn decode_from(input: &mut &[u8]) -> Option<u64> {
+        let (head, tail) = input.split_first_chunk::<8>()?;
+        *input = tail;
+        Some(u64::from_be_bytes(*head))
+    }
+}
 
 /// One run of the index, as read (or, below the first run, as it will be created).
 #[derive(Debug)]
-struct Run {
+struct Run<V> {
     /// The run's key (its first id); `None` for the space below the tenant's first run.
     first: Option<Vec<u8>>,
     /// The next run's key: every id of this run is below it. `None`: no run follows.
     end: Option<Vec<u8>>,
     /// Stored entries, sorted by id.
-    entries: Vec<(Vec<u8>, u64)>,
-    /// Changes of this write, in order: `Some(seq)` adds the id, `None` removes it.
-    changes: Vec<(Vec<u8>, Option<u64>)>,
+    entries: Vec<(Vec<u8>, V)>,
+    /// Changes of this write, in order: `Some(value)` adds the id, `None` removes it.
+    changes: Vec<(Vec<u8>, Option<V>)>,
 }
 
-impl Run {
+impl<V: RunValue> Run<V> {
     /// Whether `id` falls in this run's part of the id space.
     fn covers(&self, id: &[u8]) -> bool {
         self.first.as_deref().is_none_or(|first| first <= id)
             && self.end.as_deref().is_none_or(|end| id < end)
     }
 
-    fn get(&self, id: &[u8]) -> Option<u64> {
+    fn get(&self, id: &[u8]) -> Option<&V> {
         self.entries
             .binary_search_by(|(stored, _)| stored.as_slice().cmp(id))
             .ok()
-            .map(|i| self.entries[i].1)
+            .map(|i| &self.entries[i].1)
     }
 }
 
 /// The runs covering one batch's ids, read once; answers lookups and takes the new entries.
 #[derive(Debug)]
-pub(crate) struct IdRuns {
+pub(crate) struct IdRuns<V = u64> {
     prefix: Key,
     /// Disjoint and in id order.
-    runs: Vec<Run>,
+    runs: Vec<Run<V>>,
 }
 
-impl IdRuns {
+impl<V: RunValue> IdRuns<V> {
     /// Read the runs that cover `ids` (any order, duplicates allowed) under `prefix`.
-    pub(crate) fn load(tree: &Tree, prefix: &Key, ids: &[&[u8]]) -> Result<IdRuns> {
+    pub(crate) fn load(tree: &Tree, prefix: &Key, ids: &[&[u8]]) -> Result<IdRuns<V>> {
         let mut sorted = ids.to_vec();
         sorted.sort_unstable();
         sorted.dedup();
-        let mut runs: Vec<Run> = Vec::new();
+        let mut runs: Vec<Run<V>> = Vec::new();
         for id in sorted {
             if runs.last().is_some_and(|run| run.covers(id)) {
                 continue;
@@ -88,17 +113,20 @@ impl IdRuns {
         })
     }
 
-    /// The seq stored under `id`, if `id` was among the loaded ids and is stored.
-    pub(crate) fn get(&self, id: &[u8]) -> Option<u64> {
+    /// The value stored under `id`, if `id` was among the loaded ids and is stored. Changes
+    /// recorded with [`IdRuns::add`] and [`IdRuns::remove`] are not seen before they are
+    /// written.
+    pub(crate) fn get(&self, id: &[u8]) -> Option<&V> {
         self.run_for(id).and_then(|i| self.runs[i].get(id))
     }
 
-    /// Record that `id` (one of the loaded ids, not stored yet) is stored at `seq`.
-    pub(crate) fn add(&mut self, id: &[u8], seq: u64) -> Result<()> {
+    /// Record that `id` (one of the loaded ids) is stored with `value`, replacing any value
+    /// it had.
+    pub(crate) fn add(&mut self, id: &[u8], value: V) -> Result<()> {
         let i = self.run_for(id).ok_or_else(|| {
             synckit_types::Error::internal("an id added to the index was not loaded first")
         })?;
-        self.runs[i].changes.push((id.to_vec(), Some(seq)));
+        self.runs[i].changes.push((id.to_vec(), Some(value)));
         Ok(())
     }
 
@@ -117,15 +145,15 @@ impl IdRuns {
             if run.changes.is_empty() {
                 continue;
             }
-            let mut merged: std::collections::BTreeMap<Vec<u8>, u64> =
+            let mut merged: std::collections::BTreeMap<Vec<u8>, V> =
                 run.entries.into_iter().collect();
             for (id, change) in run.changes {
                 match change {
-                    Some(seq) => merged.insert(id, seq),
+                    Some(value) => merged.insert(id, value),
                     None => merged.remove(&id),
                 };
             }
-            let merged: Vec<(Vec<u8>, u64)> = merged.into_iter().collect();
+            let merged: Vec<(Vec<u8>, V)> = merged.into_iter().collect();
             // The old key goes unless the first part takes it again.
             if let Some(first) = &run.first
                 && merged.first().is_none_or(|(id, _)| id != first)
@@ -154,7 +182,7 @@ impl IdRuns {
 }
 
 /// The run covering `id`: the last run keyed at or before it, bounded by the next run.
-fn cover(tree: &Tree, prefix: &Key, id: &[u8]) -> Result<Run> {
+fn cover<V: RunValue>(tree: &Tree, prefix: &Key, id: &[u8]) -> Result<Run<V>> {
     let key = prefix.with_tail(id);
     let err = |e| sled_error("reading the id index", e);
     // Every key between the prefix and `key` starts with the prefix.
@@ -193,7 +221,7 @@ fn cover(tree: &Tree, prefix: &Key, id: &[u8]) -> Result<Run> {
 
 /// A run read from disk must hold what its key and its neighbour say, or the index would
 /// answer wrongly.
-fn check_run(first: &[u8], end: Option<&[u8]>, entries: &[(Vec<u8>, u64)]) -> Result<()> {
+fn check_run<V>(first: &[u8], end: Option<&[u8]>, entries: &[(Vec<u8>, V)]) -> Result<()> {
     let in_order = entries.windows(2).all(|w| w[0].0 < w[1].0);
     let starts = entries
         .first()
@@ -212,41 +240,41 @@ fn check_run(first: &[u8], end: Option<&[u8]>, entries: &[(Vec<u8>, u64)]) -> Re
     }
 }
 
-/// `[RUN_V1] ([id len: u8] [id] [seq: u64 BE])*`.
-fn encode(entries: &[(Vec<u8>, u64)]) -> Result<Vec<u8>> {
+/// `[V::FORMAT] ([id len: u8] [id] [value])*`.
+fn encode<V: RunValue>(entries: &[(Vec<u8>, V)]) -> Result<Vec<u8>> {
     let size: usize = entries.iter().map(|(id, _)| 1 + id.len() + 8).sum();
     let mut out = Vec::with_capacity(1 + size);
-    out.push(RUN_V1);
-    for (id, seq) in entries {
+    out.push(V::FORMAT);
+    for (id, value) in entries {
         // Event ids are at most `MAX_ID_LEN` (128) bytes, so this holds for any valid id.
         let len = u8::try_from(id.len()).map_err(|_| {
             synckit_types::Error::internal(format!("an event id of {} bytes", id.len()))
         })?;
         out.push(len);
         out.extend_from_slice(id);
-        out.extend_from_slice(&seq.to_be_bytes());
+        value.encode_into(&mut out)?;
     }
     Ok(out)
 }
 
-fn decode(value: &[u8]) -> Result<Vec<(Vec<u8>, u64)>> {
+fn decode<V: RunValue>(value: &[u8]) -> Result<Vec<(Vec<u8>, V)>> {
     let bad = || corrupted("an id-index run is malformed");
     let (&format, mut rest) = value.split_first().ok_or_else(bad)?;
-    if format != RUN_V1 {
+    if format != V::FORMAT {
         return Err(corrupted(format!(
-            "an id-index run has the unknown format {format}"
+            "an id-index run has the format {format}; this index is written in format {}",
+            V::FORMAT
         )));
     }
     let mut entries = Vec::new();
     while let Some((&len, tail)) = rest.split_first() {
         let len = usize::from(len);
-        if tail.len() < len + 8 {
+        if tail.len() < len {
             return Err(bad());
         }
-        let (id, tail) = tail.split_at(len);
-        let (seq, tail) = tail.split_at(8);
-        let seq = <[u8; 8]>::try_from(seq).map_err(|_| bad())?;
-        entries.push((id.to_vec(), u64::from_be_bytes(seq)));
+        let (id, mut tail) = tail.split_at(len);
+        let value = V::decode_from(&mut tail).ok_or_else(bad)?;
+        entries.push((id.to_vec(), value));
         rest = tail;
     }
     Ok(entries)
@@ -256,15 +284,17 @@ fn decode(value: &[u8]) -> Result<Vec<(Vec<u8>, u64)>> {
 /// under `new`, removing the old keys; in atomic steps of whole runs, in id order, so an
 /// interrupted migration continues where it stopped when it is run again.
 pub(crate) fn migrate_keys(tree: &Tree, old: &[u8], new: &Key) -> Result<u64> {
-    migrate_keys_with(tree, old, new, |value| <[u8; 8]>::try_from(value).ok())
+    migrate_keys_with(tree, old, new, |value| {
+        <[u8; 8]>::try_from(value).ok().map(u64::from_be_bytes)
+    })
 }
 
-/// [`migrate_keys`] with the seq read from each old value by `seq_of` (`None`: malformed).
-pub(crate) fn migrate_keys_with(
+/// [`migrate_keys`] with each old value read by `value_of` (`None`: malformed).
+pub(crate) fn migrate_keys_with<V: RunValue>(
     tree: &Tree,
     old: &[u8],
     new: &Key,
-    seq_of: impl Fn(&[u8]) -> Option<[u8; 8]>,
+    value_of: impl Fn(&[u8]) -> Option<V>,
 ) -> Result<u64> {
     let err = |e| sled_error("migrating the id index", e);
     let mut moved = 0;
@@ -273,9 +303,9 @@ pub(crate) fn migrate_keys_with(
         let mut old_keys = Vec::with_capacity(RUN_ENTRIES * 256);
         for item in tree.scan_prefix(old).take(RUN_ENTRIES * 256) {
             let (key, value) = item.map_err(err)?;
-            let seq = seq_of(value.as_ref())
+            let value = value_of(value.as_ref())
                 .ok_or_else(|| corrupted("an old id-index entry is malformed"))?;
-            entries.push((key[old.len()..].to_vec(), u64::from_be_bytes(seq)));
+            entries.push((key[old.len()..].to_vec(), value));
             old_keys.push(key);
         }
         if entries.is_empty() {
@@ -356,7 +386,7 @@ mod tests {
             let mut added = BTreeMap::new();
             for id in &ids {
                 assert_eq!(
-                    runs.get(id),
+                    runs.get(id).copied(),
                     model.get(id).copied(),
                     "round {round}, id {}",
                     String::from_utf8_lossy(id)
@@ -434,7 +464,11 @@ mod tests {
             let refs: Vec<&[u8]> = ids.iter().map(Vec::as_slice).collect();
             let runs = IdRuns::load(&tree, &prefix, &refs).unwrap();
             for id in &ids {
-                assert_eq!(runs.get(id), model.get(id).copied(), "round {round}");
+                assert_eq!(
+                    runs.get(id).copied(),
+                    model.get(id).copied(),
+                    "round {round}"
+                );
             }
         }
     }
@@ -470,16 +504,16 @@ mod tests {
 
     #[test]
     fn damaged_runs_are_reported() {
-        assert!(decode(&[]).is_err());
-        assert!(decode(&[9]).is_err());
-        assert!(decode(&[RUN_V1, 3, b'a']).is_err());
+        assert!(decode::<u64>(&[]).is_err());
+        assert!(decode::<u64>(&[9]).is_err());
+        assert!(decode::<u64>(&[1, 3, b'a']).is_err());
         let unsorted = [(b"b".to_vec(), 1), (b"a".to_vec(), 2)];
         assert!(check_run(b"b", None, &unsorted).is_err());
         let tree = tree();
         let prefix = Key::new(b'I').part(b"t").unwrap();
         tree.insert(prefix.with_tail(b"b"), encode(&unsorted).unwrap())
             .unwrap();
-        let error = IdRuns::load(&tree, &prefix, &[b"c"]).unwrap_err();
+        let error = IdRuns::<u64>::load(&tree, &prefix, &[b"c"]).unwrap_err();
         assert!(error.to_string().contains("id-index run"), "{error}");
     }
 

@@ -18,11 +18,12 @@ use crate::codec::{
     CHUNK_EVENTS, Key, NODE_AUDIT, NODE_AUDIT_AGGREGATE, NODE_AUDIT_ID, NODE_CONFIRMED,
     NODE_CONFIRMED_CHUNK, NODE_CONFIRMED_ID, NODE_CONFIRMED_ID_RUN, NODE_META, NODE_OUTBOX,
     NODE_OUTBOX_AGGREGATE, NODE_OUTBOX_AGGREGATE_CHUNK, NODE_OUTBOX_CHUNK, NODE_OUTBOX_COUNT,
-    NODE_OUTBOX_ID, NODE_REVIEW, NODE_REVIEW_ID, NODE_VERSION, decode_event, decode_json,
-    decode_stored, encode_event, encode_json, encode_stored, key_suffix_u64, read_u64, u64_bytes,
+    NODE_OUTBOX_ID, NODE_OUTBOX_ID_RUN, NODE_REVIEW, NODE_REVIEW_ID, NODE_VERSION, decode_event,
+    decode_json, decode_stored, encode_event, encode_json, encode_stored, key_suffix_u64, read_u64,
+    u64_bytes,
 };
 use crate::error::{corrupted, sled_error};
-use crate::idindex::{self, IdRuns};
+use crate::idindex::{self, IdRuns, RunValue};
 
 type Result<T> = std::result::Result<T, Error>;
 
@@ -127,10 +128,57 @@ pub(crate) fn migrate_confirmed_ids(tree: &Tree) -> Result<u64> {
     idindex::migrate_keys(tree, &[NODE_CONFIRMED_ID], &confirmed_ids_prefix())
 }
 
-fn outbox_id_key(id: &EventId) -> Vec<u8> {
-    Key::new(NODE_OUTBOX_ID)
-        .tail(id.as_str().as_bytes())
-        .into_vec()
+/// Where a pending event sits: its outbox ordinal and its aggregate. Format 2 of an id run:
+/// `[ordinal: u64 BE] [aggregate length: u8] [aggregate id]`.
+impl RunValue for (u64, AggregateId) {
+    const FORMAT: u8 = 2;
+
+    fn encode_into(&self, out: &mut Vec<u8>) -> Result<()> {
+        let aggregate = self.1.as_str().as_bytes();
+        // Aggregate ids are at most 128 bytes, so this holds for any valid id.
+        let len = u8::try_from(aggregate.len()).map_err(|_| {
+            Error::internal(format!("an aggregate id of {} bytes", aggregate.len()))
+        })?;
+        out.extend_from_slice(&u64_bytes(self.0));
+        out.push(len);
+        out.extend_from_slice(aggregate);
+        Ok(())
+    }
+
+    fn decode_from(input: &mut &[u8]) -> Option<(u64, AggregateId)> {
+        let (ordinal, rest) = input.split_first_chunk::<8>()?;
+        let (&len, rest) = rest.split_first()?;
+        let (aggregate, rest) = rest.split_at_checked(usize::from(len))?;
+        let aggregate = AggregateId::new(std::str::from_utf8(aggregate).ok()?).ok()?;
+        *input = rest;
+        Some((u64::from_be_bytes(*ordinal), aggregate))
+    }
+}
+
+/// The prefix of the outbox ids' runs: each pending id with its ordinal and aggregate.
+fn outbox_ids_prefix() -> Key {
+    Key::new(NODE_OUTBOX_ID_RUN)
+}
+
+/// The runs of outbox ids covering every id `write` removes from, puts in or confirms out of
+/// the outbox.
+fn load_outbox_ids(tree: &Tree, write: &NodeWrite) -> Result<IdRuns<(u64, AggregateId)>> {
+    let ids: Vec<&[u8]> = write
+        .remove_pending
+        .iter()
+        .map(|id| id.as_str().as_bytes())
+        .chain(write.put_pending.iter().map(|e| e.id.as_str().as_bytes()))
+        .chain(write.confirm.iter().map(|e| e.event.id.as_str().as_bytes()))
+        .collect();
+    IdRuns::load(tree, &outbox_ids_prefix(), &ids)
+}
+
+/// Schema 3 -> 4: move the outbox ids (one key per pending event) into runs. Returns how many
+/// moved.
+pub(crate) fn migrate_outbox_ids(tree: &Tree) -> Result<u64> {
+    idindex::migrate_keys_with(tree, &[NODE_OUTBOX_ID], &outbox_ids_prefix(), |value| {
+        decode_pending_value(value, &"an outbox id entry").ok()
+    })
 }
 
 /// The confirmed log: event records by seq.
@@ -262,15 +310,7 @@ fn is_confirmed(confirmed_ids: &IdRuns, id: &EventId) -> bool {
     confirmed_ids.get(id.as_str().as_bytes()).is_some()
 }
 
-/// The ordinal and aggregate of a pending event, as stored.
-fn stored_pending(tree: &Tree, id: &EventId) -> Result<Option<(u64, AggregateId)>> {
-    let Some(value) = get(tree, &outbox_id_key(id), "looking up a pending id")? else {
-        return Ok(None);
-    };
-    decode_pending_value(&value, &format_args!("outbox entry of {id}")).map(Some)
-}
-
-/// An outbox id entry's value: the ordinal and the aggregate.
+/// A schema-3 outbox id entry's value: the ordinal and the aggregate.
 fn decode_pending_value(value: &[u8], what: &dyn std::fmt::Display) -> Result<(u64, AggregateId)> {
     let ordinal = read_u64(value, what)?;
     let aggregate = std::str::from_utf8(&value[8..])
@@ -292,7 +332,13 @@ fn len_u64(len: usize) -> u64 {
 
 /// Validate `write` against the stored state, in the order it would be applied, so that
 /// [`prepare_commit`] cannot fail on a rule. Mirrors the memory store's checks and error kinds.
-fn check(tree: &Tree, confirmed_ids: &IdRuns, meta: &NodeMeta, write: &NodeWrite) -> Result<()> {
+fn check(
+    tree: &Tree,
+    confirmed_ids: &IdRuns,
+    outbox_ids: &IdRuns<(u64, AggregateId)>,
+    meta: &NodeMeta,
+    write: &NodeWrite,
+) -> Result<()> {
     if let (Some(new), Some(old)) = (&write.node_id, &meta.node_id)
         && new != old
     {
@@ -320,7 +366,7 @@ fn check(tree: &Tree, confirmed_ids: &IdRuns, meta: &NodeMeta, write: &NodeWrite
             ));
         }
         let still_pending =
-            !removed.contains(&event.id) && stored_pending(tree, &event.id)?.is_some();
+            !removed.contains(&event.id) && outbox_ids.get(event.id.as_str().as_bytes()).is_some();
         if !still_pending {
             new_pending.insert(&event.id);
         }
@@ -444,6 +490,8 @@ struct Tx<'a> {
     index_changes: HashMap<AggregateId, BTreeMap<u64, Option<Vec<u8>>>>,
     /// The stored confirmed ids this write can meet; takes the ones it confirms.
     confirmed_ids: IdRuns,
+    /// The stored outbox ids this write can meet; takes its outbox changes.
+    outbox_ids: IdRuns<(u64, AggregateId)>,
     versions: HashMap<AggregateId, u64>,
     /// Pending counts of the aggregates this write touches, as they will be.
     counts: HashMap<AggregateId, u64>,
@@ -501,7 +549,7 @@ impl Tx<'_> {
     fn pending_of(&self, id: &EventId) -> Result<Option<(u64, AggregateId)>> {
         match self.outbox.get(id) {
             Some(entry) => Ok(entry.clone()),
-            None => stored_pending(self.tree, id),
+            None => Ok(self.outbox_ids.get(id.as_str().as_bytes()).cloned()),
         }
     }
 
@@ -510,7 +558,7 @@ impl Tx<'_> {
             return Ok(());
         };
         self.outbox_changes.insert(ordinal, None);
-        self.batch.remove(outbox_id_key(id));
+        self.outbox_ids.remove(id.as_str().as_bytes())?;
         self.index_change(&aggregate, ordinal, false);
         self.count(&aggregate, false)?;
         self.outbox.insert(id.clone(), None);
@@ -538,10 +586,10 @@ impl Tx<'_> {
         };
         self.outbox_changes
             .insert(ordinal, Some(encode_event(event)?));
-        let mut id_value = Vec::with_capacity(8 + event.aggregate_id.as_str().len());
-        id_value.extend_from_slice(&u64_bytes(ordinal));
-        id_value.extend_from_slice(event.aggregate_id.as_str().as_bytes());
-        self.batch.insert(outbox_id_key(&event.id), id_value);
+        self.outbox_ids.add(
+            event.id.as_str().as_bytes(),
+            (ordinal, event.aggregate_id.clone()),
+        )?;
         self.index_change(&event.aggregate_id, ordinal, true);
         self.outbox.insert(
             event.id.clone(),
@@ -652,7 +700,8 @@ pub(crate) fn prepare_commit(
     write: &NodeWrite,
 ) -> Result<PreparedCommit> {
     let confirmed_ids = load_confirmed_ids(tree, write)?;
-    check(tree, &confirmed_ids, meta, write)?;
+    let outbox_ids = load_outbox_ids(tree, write)?;
+    check(tree, &confirmed_ids, &outbox_ids, meta, write)?;
     let mut tx = Tx {
         tree,
         batch: Batch::default(),
@@ -663,6 +712,7 @@ pub(crate) fn prepare_commit(
         outbox_changes: BTreeMap::new(),
         index_changes: HashMap::new(),
         confirmed_ids,
+        outbox_ids,
         versions: HashMap::new(),
         counts: HashMap::new(),
         reviews: HashMap::new(),
@@ -700,6 +750,7 @@ pub(crate) fn prepare_commit(
     tx.write_counts();
     tx.write_chunks()?;
     tx.confirmed_ids.write(&mut tx.batch)?;
+    tx.outbox_ids.write(&mut tx.batch)?;
     tx.batch
         .insert(&[NODE_META][..], encode_json(&tx.meta, "the node state")?);
     Ok(PreparedCommit {

@@ -469,8 +469,17 @@ fn upgrade(
     // 2 -> 3: each aggregate's pending count is stored, so an append need not count them,
     // and the node's outbox, outbox index and confirmed log move from one key per event into
     // chunks.
-    let aggregates = node::migrate_outbox_counts(node)?;
-    let chunked = node::migrate_to_chunks(node)?;
+    let (aggregates, chunked) = if from < 3 {
+        (
+            node::migrate_outbox_counts(node)?,
+            node::migrate_to_chunks(node)?,
+        )
+    } else {
+        (0, 0)
+    };
+    // 3 -> 4: the outbox ids move from one key per pending event into sorted runs. After the
+    // steps above, which read them.
+    let outbox_ids = node::migrate_outbox_ids(node)?;
     meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes()[..])
         .map_err(|e| sled_error("writing the schema marker", e))?;
     db.flush()
@@ -481,6 +490,7 @@ fn upgrade(
         ids = moved,
         aggregates,
         chunked,
+        outbox_ids,
         "upgraded the sled store's schema"
     );
     Ok(())

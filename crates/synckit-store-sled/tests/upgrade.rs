@@ -1,7 +1,8 @@
 //! Opening a store written by an older schema upgrades it in place to the current one, and the
 //! upgraded store answers exactly as before: schema 1 kept one id-index key per event (now
-//! sorted id runs), schema 2 counted an aggregate's pending events by scanning (now stored),
-//! schema 3 kept one key per confirmed event (now chunks).
+//! sorted id runs), schema 2 counted an aggregate's pending events by scanning (now stored)
+//! and kept one key per confirmed and per pending event (now chunks), schema 3 kept one
+//! outbox-id key per pending event (now sorted id runs).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a panic is a failed test.
 
 use std::path::Path;
@@ -87,14 +88,34 @@ fn keys(tree: &sled::Tree, prefix: u8) -> Vec<sled::IVec> {
         .collect()
 }
 
-/// Rewrite a closed store's node tree in the schema-2 layout: no outbox counts (`Q`), and the
+/// Rewrite a closed store's outbox ids in the schema-3 layout: one key per pending event
+/// (`o id` -> ordinal ++ aggregate) instead of the `p` runs.
+fn downgrade_outbox_ids_to_schema_three(db: &sled::Db, pending: &[PendingEvent]) {
+    let node = db.open_tree("synckit_node").unwrap();
+    let runs = keys(&node, b'p');
+    assert!(!runs.is_empty(), "the current schema keeps outbox-id runs");
+    for key in runs {
+        node.remove(key).unwrap();
+    }
+    for p in pending {
+        let mut key = vec![b'o'];
+        key.extend_from_slice(p.event.id.as_str().as_bytes());
+        let mut value = p.ordinal.to_be_bytes().to_vec();
+        value.extend_from_slice(p.event.aggregate_id.as_str().as_bytes());
+        node.insert(key, value).unwrap();
+    }
+}
+
+/// Rewrite a closed store's node tree in the schema-2 layout: no outbox counts (`Q`), the
 /// confirmed log (`C seq`), the outbox (`O ordinal`) and its aggregate index
-/// (`P lp(aggregate) ordinal`) one key per event instead of the `K`, `B` and `G` chunks.
+/// (`P lp(aggregate) ordinal`) one key per event instead of the `K`, `B` and `G` chunks, and
+/// schema 3's outbox ids.
 fn downgrade_node_to_schema_two(
     db: &sled::Db,
     confirmed: &[StoredEvent],
     pending: &[PendingEvent],
 ) {
+    downgrade_outbox_ids_to_schema_three(db, pending);
     let node = db.open_tree("synckit_node").unwrap();
     for (class, what) in [
         (b'Q', "outbox counts"),
@@ -193,7 +214,7 @@ fn downgrade_to_schema_one(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schema_one_store_is_upgraded_at_open() {
-    assert_eq!(SCHEMA_VERSION, 3, "this test upgrades from schema 1 to 3");
+    assert_eq!(SCHEMA_VERSION, 4, "this test upgrades from schema 1 to 4");
     let dir = tempfile::tempdir().unwrap();
     let tenants = ["alpha", "beta"];
     let mut stored = Vec::new();
@@ -329,6 +350,7 @@ async fn a_schema_one_store_is_upgraded_at_open() {
     let node = db.open_tree("synckit_node").unwrap();
     assert_eq!(node.scan_prefix([b'c']).count(), 0);
     assert_eq!(node.scan_prefix([b'C']).count(), 0);
+    assert_eq!(node.scan_prefix([b'o']).count(), 0);
 }
 
 /// `(ordinal, id)` of pending events, to compare listings.
@@ -362,6 +384,18 @@ async fn node_view(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schema_two_node_is_chunked_and_counted_at_open() {
+    a_node_is_upgraded_from(2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_three_node_moves_its_outbox_ids_into_runs_at_open() {
+    a_node_is_upgraded_from(3).await;
+}
+
+/// A node store with an outbox and a confirmed log, rewritten in the layout of schema
+/// `version`, opens with the same outbox, listings, counts and confirmed log, and later
+/// confirmations, removals and moves find every pending event the old layout held.
+async fn a_node_is_upgraded_from(version: u32) {
     let dir = tempfile::tempdir().unwrap();
     let events = pending(403);
     let (before, pending) = {
@@ -387,8 +421,12 @@ async fn a_schema_two_node_is_chunked_and_counted_at_open() {
     assert_eq!(before.0.len(), 403);
     assert_eq!(before.2, confirmed(50));
     let db = sled::Config::new().path(dir.path()).open().unwrap();
-    downgrade_node_to_schema_two(&db, &confirmed(50), &pending);
-    mark_schema(&db, dir.path(), 2);
+    match version {
+        2 => downgrade_node_to_schema_two(&db, &confirmed(50), &pending),
+        3 => downgrade_outbox_ids_to_schema_three(&db, &pending),
+        _ => unreachable!("no downgrade to schema {version}"),
+    }
+    mark_schema(&db, dir.path(), version);
     drop(db);
 
     let store = SledStore::open(dir.path()).unwrap();
@@ -440,5 +478,15 @@ async fn a_schema_two_node_is_chunked_and_counted_at_open() {
     assert_eq!(
         meta.get("schema_version").unwrap().unwrap().as_ref(),
         &SCHEMA_VERSION.to_be_bytes()[..]
+    );
+    let node = db.open_tree("synckit_node").unwrap();
+    assert_eq!(
+        node.scan_prefix([b'o']).count(),
+        0,
+        "no outbox-id keys left"
+    );
+    assert!(
+        node.scan_prefix([b'p']).count() > 0,
+        "the outbox ids are in runs"
     );
 }
