@@ -402,3 +402,101 @@ async fn pending_events_go_out_in_batches_of_the_configured_size() {
     assert_eq!(r.pushed, 250);
     assert_eq!(*probe.batches.lock().unwrap(), vec![100, 100, 50]);
 }
+
+/// A transport that prepares each push as the list of its ids, and refuses to send a prepared
+/// push for other events than it was prepared for.
+#[derive(Debug)]
+struct Preparing {
+    inner: MemoryTransport,
+    /// Pushes sent from a prepared body.
+    prepared_sends: std::sync::Mutex<usize>,
+}
+
+fn id_list(events: &[Event]) -> Vec<u8> {
+    let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    ids.join("\n").into_bytes()
+}
+
+#[async_trait::async_trait]
+impl Transport for Preparing {
+    async fn push(&self, events: &[Event]) -> Result<synckit::AppendReport> {
+        self.inner.push(events).await
+    }
+    fn prepare_push(&self, events: &[Event]) -> Result<Option<synckit::PreparedPush>> {
+        Ok(Some(synckit::PreparedPush::new(
+            id_list(events),
+            events.len(),
+        )))
+    }
+    async fn push_prepared(
+        &self,
+        events: &[Event],
+        prepared: &synckit::PreparedPush,
+    ) -> Result<synckit::AppendReport> {
+        if prepared.body() != id_list(events).as_slice() {
+            return Err(Error::internal("a push prepared for other events was sent"));
+        }
+        *self.prepared_sends.lock().unwrap() += 1;
+        self.inner.push(events).await
+    }
+    async fn pull(&self, request: &synckit::ReadRequest) -> Result<synckit::Page> {
+        self.inner.pull(request).await
+    }
+    async fn head(&self) -> Result<Seq> {
+        self.inner.head().await
+    }
+    async fn subscribe(&self, after: Seq) -> Result<synckit::Subscription> {
+        self.inner.subscribe(after).await
+    }
+}
+
+/// The push encodes the page after the batch in flight ahead of time. A page from which events
+/// of a conflicting aggregate are then held back is sent as what is left, never as the body
+/// prepared for the whole page; pages sent whole use their prepared body.
+#[tokio::test]
+async fn a_page_prepared_ahead_is_sent_only_when_nothing_was_held_back() {
+    let hub = TestHub::new();
+    let other = node(&hub, "other", 1_000).await;
+    other.node.append(edit("x", "by other")).await.unwrap();
+    other.node.sync().await.unwrap();
+
+    let transport = Arc::new(Preparing {
+        inner: hub.transport(),
+        prepared_sends: std::sync::Mutex::new(0),
+    });
+    let a = Node::builder()
+        .store(Arc::new(MemoryStore::new()))
+        .transport(transport.clone())
+        .config(
+            Config::builder()
+                .batch_size(2)
+                .retry(quick_retry())
+                .build()
+                .unwrap(),
+        )
+        .open()
+        .await
+        .unwrap();
+    // Pages of two: [x, y] [y, y] [x, y] [y, y]. The first x conflicts (the hub already has
+    // one), so the third page is read and prepared while the second is sent, then sent
+    // without its x.
+    for (i, aggregate) in ["x", "y", "y", "y", "x", "y", "y", "y"].iter().enumerate() {
+        a.append(edit(aggregate, &format!("a-{i}"))).await.unwrap();
+    }
+    let r = a.sync().await.unwrap();
+    assert_eq!(r.conflicts, 1);
+    assert!(
+        *transport.prepared_sends.lock().unwrap() >= 2,
+        "the pages sent whole used their prepared bodies"
+    );
+    other.node.sync().await.unwrap();
+    let log = hub.log().await;
+    assert_eq!(a.store().confirmed_all().await.unwrap(), log);
+    assert_eq!(a.store().state().await.unwrap().pending, 0);
+    assert_eq!(
+        log.iter()
+            .filter(|e| e.event.aggregate_id.as_str() == "y")
+            .count(),
+        6
+    );
+}

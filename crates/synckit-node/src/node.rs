@@ -10,7 +10,7 @@ use synckit_resolve::LastWriteWins;
 use synckit_types::{
     AggregateId, AuditQuery, AuditRecord, Conflict, Decision, DynClock, DynNodeStore, DynResolver,
     DynTransport, Error, ErrorKind, ErrorSummary, Event, EventBuilder, EventId, Expect, Filter,
-    HlcState, NodeId, NodeState, NodeStoreExt, NodeWrite, ReadRequest, Resolution,
+    HlcState, NodeId, NodeState, NodeStoreExt, NodeWrite, PreparedPush, ReadRequest, Resolution,
     ResolutionContext, Result, ReviewEntry, Seq, StoredEvent, SystemClock,
 };
 use tokio::sync::{broadcast, watch};
@@ -507,10 +507,14 @@ impl Node {
     /// Push the outbox in batches. Returns the aggregates that conflicted, with the hub's
     /// version; later events of those aggregates are held back for the resolver.
     ///
-    /// Pipelined: batch k+1 is read, then sent while batch k's results are committed. Batches
-    /// still reach the hub one after another, in outbox order (k+1 is sent only once the hub
-    /// answered k), and a commit that fails stops the run after the push in flight; the hub
-    /// then holds events the outbox still lists, which the next push confirms as duplicates.
+    /// Pipelined: while batch k+1 is sent, batch k's results are committed, then the page
+    /// after k+1 is read and encoded for the wire (when the transport encodes), so the hub's
+    /// work on k+1 overlaps the node's on k and k+2. Batches still reach the hub one after
+    /// another, in outbox order (k+1 is sent only once the hub answered k), and a page read
+    /// ahead is filtered only when its turn to be sent comes, after the answer to k+1 named
+    /// its conflicts (a filtered page is encoded again). A commit that fails stops the run
+    /// after the push in flight; the hub then holds events the outbox still lists, which the
+    /// next push confirms as duplicates.
     async fn push_outbox(
         &self,
         token: &CancellationToken,
@@ -522,35 +526,65 @@ impl Node {
         let mut committing: Option<plan::PushPlan> = None;
         let context = self.resolution_context();
         let floor = inner.store.state().await?.cursor;
+        let mut page = self.next_push_page(&mut after).await;
+        let mut encoded: Option<PreparedPush> = None;
         loop {
-            // Batch k+1 is read before batch k's commit starts: a store may hold reads back
-            // while a commit runs, and that commit only touches batch k's events. A failed
-            // read still lets the commit below run.
-            let next = self.next_push_batch(&mut after, &conflicts).await;
+            // The next batch: the page read ahead, without the events of aggregates that
+            // conflicted so far. A failed read still lets the commit below run.
+            let next = self.next_push_batch(page, &mut after, &conflicts).await;
+            // The page's encoding fits only if nothing was held back from it.
+            let ready = match (&next, encoded.take()) {
+                (Ok(Some((batch, true))), Some(body)) if body.events() == batch.len() => Some(body),
+                _ => None,
+            };
+            let more = matches!(next, Ok(Some(_)));
             let send = async {
-                let Some(batch) = next? else {
+                let Some((batch, _)) = next? else {
                     return Ok(None);
                 };
-                let report = self
-                    .call(token, "push", || inner.transport.push(&batch))
-                    .await?;
+                let report = match &ready {
+                    Some(body) => {
+                        self.call(token, "push", || {
+                            inner.transport.push_prepared(&batch, body)
+                        })
+                        .await?
+                    }
+                    None => {
+                        self.call(token, "push", || inner.transport.push(&batch))
+                            .await?
+                    }
+                };
                 Ok::<_, Error>(Some((batch, report)))
             };
-            let commit = async {
-                match committing.take() {
+            // The page after this batch is read once batch k is committed (a store may hold
+            // reads back while a commit runs), then encoded. An encoding error is left for
+            // the push of that page to report.
+            let commit_then_read = async {
+                let committed = match committing.take() {
                     Some(plan) => {
                         inner.store.commit(plan.write).await?;
-                        Ok::<_, Error>(Some((plan.stored, plan.rejections)))
+                        Some((plan.stored, plan.rejections))
                     }
-                    None => Ok(None),
-                }
+                    None => None,
+                };
+                let ahead = if more {
+                    self.next_push_page(&mut after).await
+                } else {
+                    Ok(None)
+                };
+                let ahead_encoded = match &ahead {
+                    Ok(Some(events)) => inner.transport.prepare_push(events).ok().flatten(),
+                    _ => None,
+                };
+                Ok::<_, Error>((committed, ahead, ahead_encoded))
             };
             // Both run to the end, so a finished push is never left uncommitted by the
-            // other's error. The send is polled first: it encodes and sends batch k+1, and
-            // while the hub works on it a store that commits on the calling thread (the
-            // memory store) commits batch k instead of holding the request back.
-            let (sent, committed) = tokio::join!(send, commit);
-            if let Some((stored, rejections)) = committed? {
+            // other's error. The send is polled first: it sends batch k+1, and while the hub
+            // works on it a store that commits on the calling thread (the memory store)
+            // commits batch k instead of holding the request back.
+            let (sent, committed) = tokio::join!(send, commit_then_read);
+            let (committed, ahead, ahead_encoded) = committed?;
+            if let Some((stored, rejections)) = committed {
                 tally.pushed += stored;
                 tally.errors.extend(rejections);
                 self.report_progress(tally);
@@ -566,31 +600,47 @@ impl Node {
             }
             debug!(node = %inner.node_id, batch = batch.len(), stored = plan.stored, "pushed");
             committing = Some(plan);
+            page = ahead;
+            encoded = ahead_encoded;
         }
     }
 
-    /// The next batch of the outbox after ordinal `after` (which it advances), leaving out
-    /// the events of aggregates that conflicted in this push; `None` when the outbox is done.
+    /// The next page of the outbox after ordinal `after` (which it advances); `None` when
+    /// the outbox is done.
+    async fn next_push_page(&self, after: &mut u64) -> Result<Option<Vec<Event>>> {
+        let inner = &self.inner;
+        let page = inner.store.pending(*after, inner.config.batch_size).await?;
+        let Some(last) = page.last() else {
+            return Ok(None);
+        };
+        *after = last.ordinal;
+        Ok(Some(page.into_iter().map(|p| p.event).collect()))
+    }
+
+    /// The batch to send from `page`: its events of aggregates that did not conflict in this
+    /// push, and whether that is the whole of `page`. A page left empty is followed by the
+    /// next one; `None` when the outbox is done.
     async fn next_push_batch(
         &self,
+        mut page: Result<Option<Vec<Event>>>,
         after: &mut u64,
         conflicts: &BTreeMap<AggregateId, u64>,
-    ) -> Result<Option<Vec<Event>>> {
-        let inner = &self.inner;
+    ) -> Result<Option<(Vec<Event>, bool)>> {
+        let mut whole = true;
         loop {
-            let page = inner.store.pending(*after, inner.config.batch_size).await?;
-            let Some(last) = page.last() else {
+            let Some(events) = page? else {
                 return Ok(None);
             };
-            *after = last.ordinal;
-            let batch: Vec<Event> = page
+            let read = events.len();
+            let batch: Vec<Event> = events
                 .into_iter()
-                .map(|p| p.event)
                 .filter(|e| !conflicts.contains_key(&e.aggregate_id))
                 .collect();
+            whole &= batch.len() == read;
             if !batch.is_empty() {
-                return Ok(Some(batch));
+                return Ok(Some((batch, whole)));
             }
+            page = self.next_push_page(after).await;
         }
     }
 

@@ -47,6 +47,8 @@ where
 {
     eprintln!("transport suite: check_push_outcomes");
     check_push_outcomes(new_fixture().await).await;
+    eprintln!("transport suite: check_prepared_push");
+    check_prepared_push(new_fixture().await).await;
     eprintln!("transport suite: check_head");
     check_head(new_fixture().await).await;
     eprintln!("transport suite: check_pull_paging");
@@ -249,6 +251,47 @@ pub async fn check_head(fixture: TransportFixture) {
         last,
         "duplicates and conflicts must not move the head"
     );
+}
+
+/// A push prepared ahead (`prepare_push`, then `push_prepared`) answers and stores exactly
+/// what a plain push of the same events does, and sending it again gives duplicates.
+pub async fn check_prepared_push(fixture: TransportFixture) {
+    let TransportFixture { a, a_again, .. } = fixture;
+    assert_empty(&a, "prepared push").await;
+    let events = events("prepared", 0..20);
+    let (first, rest) = events.split_at(10);
+    let prepared = a.prepare_push(first).expect("preparing a push");
+    let report = match &prepared {
+        Some(body) => a.push_prepared(first, body).await,
+        None => a.push(first).await,
+    }
+    .expect("a prepared push");
+    let positions = accepted(&report, "a prepared push");
+    let plain = accepted(&push(&a_again, rest, "a plain push").await, "a plain push");
+    let seqs: Vec<Seq> = positions.iter().chain(&plain).map(|p| p.0).collect();
+    assert_increasing(&seqs, "a prepared push and a plain push after it");
+    let stored = pull_all(&a, Filter::all()).await;
+    assert_eq!(stored.len(), events.len(), "every event is stored once");
+    for (stored, sent) in stored.iter().zip(&events) {
+        assert!(
+            stored.event.same_content(sent),
+            "{} must be stored as it was sent",
+            sent.id
+        );
+    }
+    if let Some(body) = &prepared {
+        let again = a
+            .push_prepared(first, body)
+            .await
+            .expect("a prepared push sent again");
+        for result in &again.results {
+            assert!(
+                matches!(result.outcome, AppendOutcome::Duplicate { .. }),
+                "a prepared push sent again must be duplicates, got {:?}",
+                result.outcome
+            );
+        }
+    }
 }
 
 /// Pull paging: 250 events read 100 at a time come back as pages of 100, 100 and 50 with

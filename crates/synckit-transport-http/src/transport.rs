@@ -15,11 +15,17 @@ use serde::de::DeserializeOwned;
 use synckit_protocol::sse::Parser;
 use synckit_protocol::{ErrorBody, HeadResponse, PushRequest, PushResponse, pull_query_string};
 use synckit_types::{
-    AppendReport, Error, Event, Page, ReadRequest, Result, Seq, StoredEvent, Subscription,
-    Transport,
+    AppendReport, Error, Event, Page, PreparedPush, ReadRequest, Result, Seq, StoredEvent,
+    Subscription, Transport,
 };
 
 use crate::config::HttpConfig;
+
+/// The JSON body of a push.
+fn encode_push(events: &[Event]) -> Result<Vec<u8>> {
+    serde_json::to_vec(&PushRequest { events })
+        .map_err(|e| Error::internal(format!("encoding a push: {e}")))
+}
 
 /// The rustls error somewhere in `error`'s sources, if the failure was TLS.
 fn tls_failure<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
@@ -84,6 +90,14 @@ impl HttpTransport {
             base: config.url.trim_end_matches('/').to_owned(),
             config,
         })
+    }
+
+    /// `POST /v1/events` with an encoded push body.
+    async fn send_push(&self, body: Vec<u8>) -> Result<AppendReport> {
+        let response: PushResponse = self
+            .call(self.request(Method::POST, "/v1/events", Some(body))?)
+            .await?;
+        response.into_report()
     }
 
     fn request(
@@ -186,12 +200,27 @@ fn error_from(status: StatusCode, body: &[u8]) -> Error {
 #[async_trait]
 impl Transport for HttpTransport {
     async fn push(&self, events: &[Event]) -> Result<AppendReport> {
-        let body = serde_json::to_vec(&PushRequest { events })
-            .map_err(|e| Error::internal(format!("encoding a push: {e}")))?;
-        let response: PushResponse = self
-            .call(self.request(Method::POST, "/v1/events", Some(body))?)
-            .await?;
-        response.into_report()
+        let body = encode_push(events)?;
+        self.send_push(body).await
+    }
+
+    fn prepare_push(&self, events: &[Event]) -> Result<Option<PreparedPush>> {
+        Ok(Some(PreparedPush::new(encode_push(events)?, events.len())))
+    }
+
+    async fn push_prepared(
+        &self,
+        events: &[Event],
+        prepared: &PreparedPush,
+    ) -> Result<AppendReport> {
+        if prepared.events() != events.len() {
+            return Err(Error::internal(format!(
+                "a push of {} events was prepared for {}",
+                events.len(),
+                prepared.events()
+            )));
+        }
+        self.send_push(prepared.body().to_vec()).await
     }
 
     async fn pull(&self, request: &ReadRequest) -> Result<Page> {

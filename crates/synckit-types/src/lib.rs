@@ -39,5 +39,5 @@ pub use store::{
     EventStoreExt, NodeState, NodeStore, NodeStoreExt, NodeWrite, PendingEvent, ReviewEntry,
     ReviewId,
 };
-pub use transport::{DynTransport, Subscription, Transport};
+pub use transport::{DynTransport, PreparedPush, Subscription, Transport};
 pub use vclock::{Causality, VectorClock};
