@@ -6,11 +6,59 @@ use synckit_types::{
     ReadRequest, RejectCode, Result, Seq, StoredEvent,
 };
 
-/// One tenant's log. `events[i]` has `seq == i + 1`, so locating a cursor is O(1).
+/// Events per chunk of a tenant's log.
+const LOG_CHUNK: usize = 4096;
+
+/// Stored events by index, in chunks of [`LOG_CHUNK`]: the log grows a chunk at a time, so an
+/// append never moves the events already stored. (One `Vec` copied the whole log each time it
+/// doubled, which stalled an append of 1,000 events for up to 70 ms at 200,000 events.)
+#[derive(Debug, Default)]
+struct Log {
+    chunks: Vec<Vec<StoredEvent>>,
+    len: usize,
+}
+
+impl Log {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn get(&self, index: usize) -> Option<&StoredEvent> {
+        self.chunks.get(index / LOG_CHUNK)?.get(index % LOG_CHUNK)
+    }
+
+    fn push(&mut self, event: StoredEvent) {
+        match self.chunks.last_mut() {
+            Some(chunk) if chunk.len() < LOG_CHUNK => chunk.push(event),
+            _ => {
+                let mut chunk = Vec::with_capacity(LOG_CHUNK);
+                chunk.push(event);
+                self.chunks.push(chunk);
+            }
+        }
+        self.len += 1;
+    }
+
+    /// The events from `index` on, in order.
+    fn iter_from(&self, index: usize) -> impl Iterator<Item = &StoredEvent> {
+        let (first, offset) = (index / LOG_CHUNK, index % LOG_CHUNK);
+        self.chunks
+            .get(first..)
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .flat_map(move |(i, chunk)| {
+                let skip = if i == 0 { offset } else { 0 };
+                chunk.get(skip..).unwrap_or_default()
+            })
+    }
+}
+
+/// One tenant's log. The event at index `i` has `seq == i + 1`, so locating a cursor is O(1).
 #[derive(Debug, Default)]
 pub(crate) struct TenantLog {
     /// The log in `seq` order, without gaps.
-    events: Vec<StoredEvent>,
+    events: Log,
     /// The highest `seq` (the length of `events`), kept as a `Seq` to avoid casts.
     head: Seq,
     /// Event id to its index in `events`: the idempotency index.
@@ -212,7 +260,7 @@ impl TenantLog {
         } else {
             let start = usize::try_from(after.get())
                 .map_err(|_| Error::internal("cursor below head does not fit in usize"))?;
-            events.extend(self.events[start..].iter().take(limit).cloned());
+            events.extend(self.events.iter_from(start).take(limit).cloned());
         }
         let next = match events.last() {
             Some(last) if events.len() == limit => last.seq,
@@ -264,8 +312,51 @@ mod tests {
         );
         assert_eq!(log.kinds["K2"], [Seq(2), Seq(3)]);
         assert_eq!(log.ids[&EventId::new("e2").unwrap()], 1);
-        assert!(log.events.iter().all(|e| e.recorded_at == 42));
+        assert!(log.events.iter_from(0).all(|e| e.recorded_at == 42));
         assert_eq!(log.aggregate_version(&AggregateId::new("a").unwrap()), 2);
+    }
+
+    /// Pages and duplicate lookups across the chunk boundaries of the log.
+    #[test]
+    fn the_log_reads_across_its_chunks() {
+        let mut log = TenantLog::default();
+        let n = 2 * LOG_CHUNK + 10;
+        let events: Vec<Event> = (0..n).map(|i| event(&format!("e{i}"), "a", "K")).collect();
+        for batch in events.chunks(999) {
+            log.append(batch, 0).unwrap();
+        }
+        assert_eq!(log.head(), Seq(len_u64(n)));
+        for after in [
+            0,
+            LOG_CHUNK - 1,
+            LOG_CHUNK,
+            LOG_CHUNK + 1,
+            2 * LOG_CHUNK - 3,
+            n - 1,
+        ] {
+            let page = log
+                .read(&ReadRequest::after(Seq(len_u64(after)), 5))
+                .unwrap();
+            let seqs: Vec<u64> = page.events.iter().map(|e| e.seq.get()).collect();
+            let expected: Vec<u64> = (len_u64(after) + 1..=len_u64((after + 5).min(n))).collect();
+            assert_eq!(seqs, expected, "a page after {after}");
+            for e in &page.events {
+                assert_eq!(e.event.id.as_str(), format!("e{}", e.seq.get() - 1));
+            }
+        }
+        let again = log
+            .append(&events[LOG_CHUNK - 1..LOG_CHUNK + 2], 0)
+            .unwrap();
+        let seqs: Vec<Option<Seq>> = again
+            .results
+            .iter()
+            .map(|r| match r.outcome {
+                AppendOutcome::Duplicate { seq, .. } => Some(seq),
+                _ => None,
+            })
+            .collect();
+        let expected = [LOG_CHUNK, LOG_CHUNK + 1, LOG_CHUNK + 2].map(|s| Some(Seq(len_u64(s))));
+        assert_eq!(seqs, expected, "resent events are duplicates at their seqs");
     }
 
     #[test]
