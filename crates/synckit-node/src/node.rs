@@ -542,18 +542,12 @@ impl Node {
                 let Some((batch, _)) = next? else {
                     return Ok(None);
                 };
-                let report = match &ready {
-                    Some(body) => {
-                        self.call(token, "push", || {
-                            inner.transport.push_prepared(&batch, body)
-                        })
-                        .await?
-                    }
-                    None => {
-                        self.call(token, "push", || inner.transport.push(&batch))
-                            .await?
-                    }
-                };
+                let report = self
+                    .call(token, "push", || match &ready {
+                        Some(body) => inner.transport.push_prepared(&batch, body),
+                        None => inner.transport.push(&batch),
+                    })
+                    .await?;
                 Ok::<_, Error>(Some((batch, report)))
             };
             // The page after this batch is read once batch k is committed (a store may hold

@@ -123,19 +123,19 @@ impl<V: RunValue> IdRuns<V> {
     /// Record that `id` (one of the loaded ids) is stored with `value`, replacing any value
     /// it had.
     pub(crate) fn add(&mut self, id: &[u8], value: V) -> Result<()> {
-        let i = self.run_for(id).ok_or_else(|| {
-            synckit_types::Error::internal("an id added to the index was not loaded first")
-        })?;
-        self.runs[i].changes.push((id.to_vec(), Some(value)));
-        Ok(())
+        self.change(id, Some(value))
     }
 
     /// Record that `id` (one of the loaded ids) is no longer stored.
     pub(crate) fn remove(&mut self, id: &[u8]) -> Result<()> {
+        self.change(id, None)
+    }
+
+    fn change(&mut self, id: &[u8], change: Option<V>) -> Result<()> {
         let i = self.run_for(id).ok_or_else(|| {
-            synckit_types::Error::internal("an id removed from the index was not loaded first")
+            synckit_types::Error::internal("an id changed in the index was not loaded first")
         })?;
-        self.runs[i].changes.push((id.to_vec(), None));
+        self.runs[i].changes.push((id.to_vec(), change));
         Ok(())
     }
 
