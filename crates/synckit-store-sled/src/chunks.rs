@@ -21,6 +21,7 @@ use synckit_types::Error;
 
 use crate::codec::{CHUNK_BYTES, Key, key_suffix_u64, read_u64};
 use crate::error::{corrupted, sled_error};
+use crate::seek::Seek;
 
 type Result<T> = std::result::Result<T, Error>;
 
@@ -60,12 +61,13 @@ impl Chunks {
         sled_error(format!("reading {}", self.what), e)
     }
 
-    /// The chunks keyed at `from` or later, in order.
-    fn chunks_from(&self, tree: &Tree, from: u64) -> sled::Iter {
-        tree.range((
-            Bound::Included(self.key(from)),
-            Bound::Included(self.key(u64::MAX)),
-        ))
+    /// The chunks keyed at `from` or later, in order, one seek each ([`Seek`]).
+    fn chunks_from<'t>(&self, tree: &'t Tree, from: u64) -> Seek<'t> {
+        Seek::new(
+            tree,
+            Bound::Included(&self.key(from)),
+            Bound::Included(&self.key(u64::MAX)),
+        )
     }
 
     /// One chunk's entries, checked: ascending, ending at the key's number.

@@ -26,6 +26,7 @@ use crate::codec::{
 };
 use crate::error::{corrupted, sled_error};
 use crate::idindex::{self, IdRuns};
+use crate::seek::Seek;
 
 /// Index entries a filtered read looks at before it returns a short page. A page whose filter
 /// matches rarely would otherwise scan the whole log; the page's `next` then says how far it
@@ -72,11 +73,12 @@ impl TenantKeys {
 }
 
 /// Records whose key ends in a `seq` in `(after, head]`, in order.
-fn records_after(tree: &Tree, prefix: &Key, after: Seq, head: Seq) -> sled::Iter {
-    tree.range((
-        Bound::Excluded(prefix.with_num(after.get())),
-        Bound::Included(prefix.with_num(head.get())),
-    ))
+fn records_after<'t>(tree: &'t Tree, prefix: &Key, after: Seq, head: Seq) -> Seek<'t> {
+    Seek::new(
+        tree,
+        Bound::Excluded(&prefix.with_num(after.get())),
+        Bound::Included(&prefix.with_num(head.get())),
+    )
 }
 
 /// Every tenant's head, from the `H` records, checked against the end of its log.
@@ -348,7 +350,7 @@ struct ChunkReader<'a> {
     /// The chunk of the last event read.
     current: Option<Chunk>,
     /// The chunks after `current`.
-    rest: Option<sled::Iter>,
+    rest: Option<Seek<'a>>,
 }
 
 impl<'a> ChunkReader<'a> {
@@ -363,7 +365,7 @@ impl<'a> ChunkReader<'a> {
     }
 
     /// The next chunk of `iter`, parsed.
-    fn next_chunk(&self, iter: &mut sled::Iter) -> Result<Option<Chunk>> {
+    fn next_chunk(&self, iter: &mut Seek<'a>) -> Result<Option<Chunk>> {
         let what = format_args!("tenant {}", self.keys.tenant);
         match iter.next() {
             None => Ok(None),

@@ -59,6 +59,7 @@ mod hub;
 mod idindex;
 mod marker;
 mod node;
+mod seek;
 mod store;
 
 pub use codec::SCHEMA_VERSION;
