@@ -337,20 +337,14 @@ fn known(id_runs: &IdRuns, reader: &mut ChunkReader<'_>, event: &Event) -> Resul
     }))
 }
 
-/// Chunks a [`ChunkReader`] steps through before it seeks instead: an index page usually
-/// wants events from neighbouring chunks (aggregates interleave), and a step is cheaper than a
-/// seek, but not than a seek over a long stretch of the log.
-const MAX_STEPS: usize = 8;
-
-/// Reads events by ascending `seq`, stepping through the chunks and seeking past gaps.
+/// Reads events by ascending `seq`, one seek per chunk. Stepping to a following chunk would
+/// be a seek as well ([`Seek`]), so every chunk change seeks straight to the one holding `seq`.
 struct ChunkReader<'a> {
     tree: &'a Tree,
     keys: &'a TenantKeys,
     head: Seq,
     /// The chunk of the last event read.
     current: Option<Chunk>,
-    /// The chunks after `current`.
-    rest: Option<Seek<'a>>,
 }
 
 impl<'a> ChunkReader<'a> {
@@ -360,19 +354,6 @@ impl<'a> ChunkReader<'a> {
             keys,
             head,
             current: None,
-            rest: None,
-        }
-    }
-
-    /// The next chunk of `iter`, parsed.
-    fn next_chunk(&self, iter: &mut Seek<'a>) -> Result<Option<Chunk>> {
-        let what = format_args!("tenant {}", self.keys.tenant);
-        match iter.next() {
-            None => Ok(None),
-            Some(item) => {
-                let (key, value) = item.map_err(|e| sled_error("reading an event chunk", e))?;
-                Chunk::parse(value, key_suffix_u64(&key, &what)?, &what).map(Some)
-            }
         }
     }
 
@@ -380,32 +361,16 @@ impl<'a> ChunkReader<'a> {
     fn event(&mut self, seq: Seq) -> Result<StoredEvent> {
         let what = format_args!("tenant {}", self.keys.tenant);
         if !self.current.as_ref().is_some_and(|c| c.holds(seq)) {
-            // Step forward while the chunk is near; otherwise (or backwards) seek.
-            let ahead = self.current.as_ref().is_some_and(|c| seq > c.last());
-            self.current = None;
-            if let Some(mut rest) = self.rest.take().filter(|_| ahead) {
-                for _ in 0..MAX_STEPS {
-                    match self.next_chunk(&mut rest)? {
-                        Some(chunk) if chunk.last() < seq => continue,
-                        Some(chunk) => {
-                            self.current = Some(chunk);
-                            self.rest = Some(rest);
-                        }
-                        None => {}
-                    }
-                    break;
+            let after = Seq(seq.get().saturating_sub(1));
+            self.current = match records_after(self.tree, &self.keys.events, after, self.head)
+                .next()
+            {
+                None => None,
+                Some(item) => {
+                    let (key, value) = item.map_err(|e| sled_error("reading an event chunk", e))?;
+                    Some(Chunk::parse(value, key_suffix_u64(&key, &what)?, &what)?)
                 }
-            }
-            if self.current.is_none() {
-                let mut rest = records_after(
-                    self.tree,
-                    &self.keys.events,
-                    Seq(seq.get().saturating_sub(1)),
-                    self.head,
-                );
-                self.current = self.next_chunk(&mut rest)?;
-                self.rest = Some(rest);
-            }
+            };
         }
         match &self.current {
             Some(chunk) if chunk.holds(seq) => chunk.event(seq, &what),

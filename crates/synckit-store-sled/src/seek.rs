@@ -62,11 +62,8 @@ mod tests {
     /// A range of owned keys.
     type Range = (Bound<Vec<u8>>, Bound<Vec<u8>>);
 
-    fn keys(items: impl Iterator<Item = sled::Result<(IVec, IVec)>>) -> Vec<Vec<u8>> {
-        items
-            .map(|item| item.map(|(k, _)| k.to_vec()))
-            .collect::<sled::Result<_>>()
-            .unwrap_or_default()
+    fn keys(items: impl Iterator<Item = sled::Result<(IVec, IVec)>>) -> sled::Result<Vec<Vec<u8>>> {
+        items.map(|item| item.map(|(k, _)| k.to_vec())).collect()
     }
 
     #[test]
@@ -94,7 +91,7 @@ mod tests {
                 to.as_ref().map(Vec::as_slice),
             );
             let range = tree.range::<Vec<u8>, _>((from.clone(), to.clone()));
-            assert_eq!(keys(seek), keys(range), "{from:?}..{to:?}");
+            assert_eq!(keys(seek)?, keys(range)?, "{from:?}..{to:?}");
         }
         Ok(())
     }
@@ -111,7 +108,7 @@ mod tests {
             Some(vec![1])
         );
         tree.insert([3], &[][..])?;
-        let rest = keys(seek);
+        let rest = keys(seek)?;
         assert_eq!(rest, vec![vec![3], vec![5]]);
         Ok(())
     }
